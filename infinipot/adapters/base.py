@@ -1,0 +1,107 @@
+"""The contract every model adapter fulfils, so the streaming session never sees architecture details.
+
+Why an adapter layer: each video VLM has its own frame preprocessing, vision tower, special tokens and
+position scheme (Qwen2-VL's 3-D M-RoPE vs. plain 1-D RoPE). The session only needs: frames in, visual
+embeddings + their positions out; text in, embeddings + positions out; and one forward over embeddings
+with an explicit cache. Keeping the position rule here (one place per architecture) lets it be swapped.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """Shape of the language model's KV cache: what a token costs in memory."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: torch.dtype
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes one token occupies across all layers and KV heads (keys + values)."""
+        element = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element
+
+
+@dataclass
+class VisualChunk:
+    """Vision tokens of `num_frames` consecutive temporal frames, ready to be prefilled.
+
+    A "temporal frame" is what the model turns into one grid of tokens: two video frames for Qwen2-VL
+    (temporal patch size 2), one frame elsewhere. Tokens are ordered frame by frame, row-major in space.
+    """
+
+    embeds: torch.Tensor  # (n_tokens, hidden) in the model's dtype/device
+    num_frames: int  # temporal frames in this chunk
+    frame_grid: tuple[int, int]  # (rows, cols) of tokens per temporal frame after merging
+    frame_offset: torch.Tensor  # (n_tokens,) int64: 0..num_frames-1, which temporal frame
+    patch_index: torch.Tensor  # (n_tokens,) int64: 0..rows*cols-1, spatial position in the frame
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.embeds.shape[0])
+
+
+class VLMAdapter(ABC):
+    """One loaded vision-language model plus everything architecture-specific about streaming into it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+
+    #: raw video frames per temporal frame (Qwen2-VL: 2; 1-D RoPE adapters: 1)
+    frames_per_step: int
+    #: (rows, cols) of tokens per temporal frame
+    frame_grid: tuple[int, int]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.frame_grid[0] * self.frame_grid[1]
+
+    @property
+    @abstractmethod
+    def geometry(self) -> KVGeometry:
+        """KV cache geometry of the language model."""
+
+    @property
+    @abstractmethod
+    def eos_token_ids(self) -> list[int]:
+        """Token ids that end an answer."""
+
+    @abstractmethod
+    def prefix_token_ids(self) -> list[int]:
+        """Text before the stream's first visual token (system prompt, user turn, vision start). Never evicted."""
+
+    @abstractmethod
+    def question_token_ids(self, question: str) -> list[int]:
+        """Text appended after the visual stream to ask `question` and open the assistant's answer."""
+
+    @abstractmethod
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> VisualChunk:
+        """Turn RGB uint8 frames (H, W, 3), len a multiple of frames_per_step, into vision tokens."""
+
+    @abstractmethod
+    def text_embeds(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(n,) int64 token ids -> (n, hidden) input embeddings."""
+
+    @abstractmethod
+    def text_positions(self, start: int, num_tokens: int) -> tuple[torch.Tensor, int]:
+        """Position ids for `num_tokens` text tokens from logical position `start`; returns (ids, next start)."""
+
+    @abstractmethod
+    def visual_positions(self, start: int, chunk: VisualChunk) -> tuple[torch.Tensor, int]:
+        """Position ids for a visual chunk placed at logical position `start`; returns (ids, next start)."""
+
+    @abstractmethod
+    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object) -> torch.Tensor:
+        """Run the language model over (1, n, hidden) embeddings with explicit positions, writing K/V into
+        `cache` (a transformers Cache); return logits (1, n, vocab)."""
