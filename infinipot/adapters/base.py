@@ -62,6 +62,10 @@ class VLMAdapter(ABC):
     frames_per_step: int
     #: (rows, cols) of tokens per temporal frame
     frame_grid: tuple[int, int]
+    #: model id or local path it was loaded from (recorded in saved sessions)
+    name: str = ""
+    #: config `model_type` of the checkpoint (e.g. "qwen2_vl"); saved sessions refuse another one
+    model_type: str = ""
 
     @property
     def tokens_per_frame(self) -> int:
@@ -102,6 +106,29 @@ class VLMAdapter(ABC):
         """Position ids for a visual chunk placed at logical position `start`; returns (ids, next start)."""
 
     @abstractmethod
-    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object) -> torch.Tensor:
+    def forward(
+        self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object, logits_to_keep: int = 0
+    ) -> torch.Tensor:
         """Run the language model over (1, n, hidden) embeddings with explicit positions, writing K/V into
-        `cache` (a transformers Cache); return logits (1, n, vocab)."""
+        `cache` (a transformers Cache); return logits (1, n, vocab), or only the last `logits_to_keep`
+        rows when it is > 0 (prefill needs none, a question only the last: the lm_head is costly)."""
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Answer text for generated ids (special tokens dropped)."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
+
+    def fingerprint(self) -> dict[str, object]:
+        """What a saved session must match to be resumed on this adapter: architecture and KV geometry.
+
+        Keys cached after RoPE are only meaningful for the same model type, frame grid and geometry.
+        """
+        geometry = self.geometry
+        return {
+            "model_type": self.model_type,
+            "num_layers": geometry.num_layers,
+            "num_kv_heads": geometry.num_kv_heads,
+            "head_dim": geometry.head_dim,
+            "dtype": str(geometry.dtype).replace("torch.", ""),
+            "frame_grid": list(self.frame_grid),
+            "frames_per_step": self.frames_per_step,
+        }

@@ -1,0 +1,310 @@
+"""Adapter for Qwen2-VL and Qwen2.5-VL (`Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`).
+
+Why one class for both: they share the chat template, the video patch layout, the patch merger output
+(one token per 2x2 patches) and the 3-row M-RoPE language model; they differ only in the vision tower
+(window attention, which transformers hides behind `model.model.visual`) and in the temporal position step
+(Qwen2.5-VL aligns temporal ids to seconds). Streaming needs three things the stock `generate` does not
+give: encoding one temporal frame at a time (block prefill), explicit positions that keep growing after
+tokens are evicted, and a forward over embeddings into our own fixed-size cache.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import FrameError
+from .base import KVGeometry, VisualChunk, VLMAdapter
+from .preprocessing import normalize_frame_size, preprocess_qwen2_vl_video
+
+__all__ = [
+    "DEFAULT_FRAME_SIZE",
+    "DEFAULT_SYSTEM_PROMPT",
+    "NOMINAL_FPS",
+    "INFINIPOT_CONFIG_NAME",
+    "MRopePositionRule",
+    "Qwen2VLAdapter",
+    "resolve_dtype",
+]
+
+#: Frame side (pixels) when neither infinipot.json nor preprocessor_config.json says otherwise:
+#: 224 px -> 16x16 patches -> 8x8 = 64 tokens per temporal frame, a common streaming setting.
+DEFAULT_FRAME_SIZE = 224
+#: Frames per second assumed for Qwen2.5-VL's time-aligned temporal ids when the checkpoint does not say
+#: (Qwen's own video pipeline samples at 2 fps, so one temporal patch of 2 frames spans 1 second).
+NOMINAL_FPS = 2.0
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+#: Our own small settings file next to a checkpoint (written by the tiny-model builder).
+INFINIPOT_CONFIG_NAME = "infinipot.json"
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"float32" / "bfloat16" / "float16" (or a torch dtype) -> torch dtype; ValueError otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).replace("torch.", "")
+    if name not in _DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+@dataclass(frozen=True)
+class MRopePositionRule:
+    """THE position rule of the streaming engine for 3-row M-RoPE (temporal, height, width).
+
+    Why a rule of our own: keys are cached after RoPE and keep the positions they were written with; after
+    eviction the physical cache length no longer tells where the next token goes, so a logical counter
+    (`start`) continues the stream. Rule, applied per prefill call:
+
+    * text of n tokens at `start`: ids start..start+n-1 on all three rows; next start = start + n.
+    * a visual chunk of T temporal frames with a rows x cols grid at `start`: token (t, r, c) gets
+      temporal id start + floor(t * temporal_step), height id start + r, width id start + c.
+      Next start = max(largest id + 1, start + round(T * temporal_step)).
+
+    `temporal_step` is 1 for Qwen2-VL (then the next start is simply largest id + 1) and
+    tokens_per_second * seconds_per_grid for Qwen2.5-VL (its time-aligned temporal ids); the second term of
+    the max keeps consecutive chunks that far apart in temporal id, so time stays aligned across chunks.
+    Unlike transformers 5.x `get_rope_index`, text after a video never reuses ids below the video's
+    largest id. Swap this class to change the rule; nothing else computes positions.
+    """
+
+    temporal_step: float = 1.0
+
+    def text(self, start: int, num_tokens: int, device: torch.device | None = None) -> tuple[torch.Tensor, int]:
+        ids = torch.arange(start, start + num_tokens, dtype=torch.long, device=device)
+        return ids.unsqueeze(0).expand(3, -1).contiguous(), start + num_tokens
+
+    def visual(
+        self, start: int, num_frames: int, rows: int, cols: int, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, int]:
+        t_ids = start + torch.floor(torch.arange(num_frames, dtype=torch.float64) * self.temporal_step).long()
+        h_ids = start + torch.arange(rows, dtype=torch.long)
+        w_ids = start + torch.arange(cols, dtype=torch.long)
+        grid_t, grid_h, grid_w = torch.meshgrid(t_ids, h_ids, w_ids, indexing="ij")
+        ids = torch.stack([grid_t.reshape(-1), grid_h.reshape(-1), grid_w.reshape(-1)]).to(device)
+        next_start = max(int(ids.max()) + 1, start + int(round(num_frames * self.temporal_step)))
+        return ids, next_start
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _default_frame_size(checkpoint: Path | None) -> tuple[int, int]:
+    """infinipot.json's `frame_size`, else 224 clamped into preprocessor_config's [min_pixels, max_pixels]."""
+    if checkpoint is not None:
+        ours = _read_json(checkpoint / INFINIPOT_CONFIG_NAME)
+        if "frame_size" in ours:
+            return normalize_frame_size(ours["frame_size"])
+        pre = _read_json(checkpoint / "preprocessor_config.json")
+        size = pre.get("size") or {}
+        low = pre.get("min_pixels", size.get("shortest_edge"))
+        high = pre.get("max_pixels", size.get("longest_edge"))
+        side = DEFAULT_FRAME_SIZE
+        if low and side * side < low:
+            side = 28 * math.ceil(math.sqrt(low) / 28)
+        if high and side * side > high:
+            side = max(28, 28 * math.floor(math.sqrt(high) / 28))
+        return (side, side)
+    return (DEFAULT_FRAME_SIZE, DEFAULT_FRAME_SIZE)
+
+
+class Qwen2VLAdapter(VLMAdapter):
+    """Streams video into a Qwen2-VL or Qwen2.5-VL checkpoint through explicit embeddings and positions.
+
+    Chat format (Qwen's template, video placed in the user turn):
+    prefix   = `<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n<|vision_start|>`
+    question = `<|vision_end|>{question}<|im_end|>\\n<|im_start|>assistant\\n`
+    """
+
+    SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: object,
+        *,
+        name: str = "",
+        frame_size: int | Sequence[int] | None = None,
+        fps: float | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        config = model.config
+        if config.model_type not in self.SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"Qwen2VLAdapter supports {self.SUPPORTED_MODEL_TYPES}, got {config.model_type!r}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.model_type = config.model_type
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.system_prompt = system_prompt
+
+        vision = config.vision_config
+        self.patch_size = int(vision.patch_size)
+        self.merge_size = int(vision.spatial_merge_size)
+        self.frames_per_step = int(vision.temporal_patch_size)
+        self.frame_size = normalize_frame_size(
+            frame_size if frame_size is not None else DEFAULT_FRAME_SIZE, self.patch_size * self.merge_size
+        )
+        unit = self.patch_size * self.merge_size
+        self.frame_grid = (self.frame_size[0] // unit, self.frame_size[1] // unit)
+        self.fps = float(fps) if fps is not None else NOMINAL_FPS
+        if self.model_type == "qwen2_5_vl":
+            seconds_per_grid = self.frames_per_step / self.fps
+            step = float(vision.tokens_per_second) * seconds_per_grid
+        else:
+            step = 1.0
+        self.position_rule = MRopePositionRule(temporal_step=step)
+
+        self._language_model = model.model.language_model
+        self._visual = model.model.visual
+        self._lm_head = model.lm_head
+        text = config.text_config
+        self._geometry = KVGeometry(
+            num_layers=int(text.num_hidden_layers),
+            num_kv_heads=int(text.num_key_value_heads),
+            head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads),
+            dtype=self.dtype,
+        )
+        self._eos = self._collect_eos_ids()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id_or_path: str | Path,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        trust_remote_code: bool = False,
+        *,
+        frame_size: int | Sequence[int] | None = None,
+        attn_implementation: str = "sdpa",
+    ) -> "Qwen2VLAdapter":
+        """Load model + tokenizer through transformers' `from_pretrained` (local path or hub id)."""
+        from transformers import (
+            AutoConfig,
+            AutoTokenizer,
+            Qwen2_5_VLForConditionalGeneration,
+            Qwen2VLForConditionalGeneration,
+        )
+
+        config = AutoConfig.from_pretrained(model_id_or_path, trust_remote_code=trust_remote_code)
+        model_class = {
+            "qwen2_vl": Qwen2VLForConditionalGeneration,
+            "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+        }.get(config.model_type)
+        if model_class is None:
+            raise ValueError(f"Qwen2VLAdapter cannot load model_type {config.model_type!r}")
+        model = model_class.from_pretrained(
+            model_id_or_path,
+            dtype=resolve_dtype(dtype),
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+        ).to(torch.device(device))
+        tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, trust_remote_code=trust_remote_code)
+        local = Path(model_id_or_path)
+        checkpoint = local if local.is_dir() else None
+        settings = _read_json(local / INFINIPOT_CONFIG_NAME) if checkpoint else {}
+        return cls(
+            model,
+            tokenizer,
+            name=str(model_id_or_path),
+            frame_size=frame_size if frame_size is not None else _default_frame_size(checkpoint),
+            fps=settings.get("fps"),
+        )
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def geometry(self) -> KVGeometry:
+        return self._geometry
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return list(self._eos)
+
+    def _collect_eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        for token in ("<|im_end|>", "<|endoftext|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.append(token_id)
+        generation = getattr(self.model, "generation_config", None)
+        extra = getattr(generation, "eos_token_id", None) if generation is not None else None
+        for token_id in [extra] if isinstance(extra, int) else list(extra or []):
+            if token_id not in ids:
+                ids.append(int(token_id))
+        return ids
+
+    def _encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prefix_token_ids(self) -> list[int]:
+        return self._encode_text(
+            f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+        )
+
+    def question_token_ids(self, question: str) -> list[int]:
+        return self._encode_text(f"<|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n")
+
+    @torch.no_grad()
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> VisualChunk:
+        if len(frames) == 0 or len(frames) % self.frames_per_step:
+            raise FrameError(f"need a positive multiple of {self.frames_per_step} frames, got {len(frames)}")
+        rows, grid_thw = preprocess_qwen2_vl_video(
+            frames, self.frame_size, self.patch_size, self.frames_per_step, self.merge_size
+        )
+        pixels = torch.from_numpy(rows).to(device=self.device, dtype=self._visual.dtype)
+        grid = torch.tensor([grid_thw], dtype=torch.long, device=self.device)
+        embeds = self._visual(pixels, grid_thw=grid).pooler_output.to(self.dtype)
+        num_frames = grid_thw[0]
+        per_frame = self.tokens_per_frame
+        if embeds.shape[0] != num_frames * per_frame:
+            raise RuntimeError(f"vision tower returned {embeds.shape[0]} tokens, expected {num_frames * per_frame}")
+        return VisualChunk(
+            embeds=embeds,
+            num_frames=num_frames,
+            frame_grid=self.frame_grid,
+            frame_offset=torch.arange(num_frames, device=self.device).repeat_interleave(per_frame),
+            patch_index=torch.arange(per_frame, device=self.device).repeat(num_frames),
+        )
+
+    @torch.no_grad()
+    def text_embeds(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(token_ids.to(self.device))
+
+    def text_positions(self, start: int, num_tokens: int) -> tuple[torch.Tensor, int]:
+        return self.position_rule.text(start, num_tokens, self.device)
+
+    def visual_positions(self, start: int, chunk: VisualChunk) -> tuple[torch.Tensor, int]:
+        rows, cols = chunk.frame_grid
+        return self.position_rule.visual(start, chunk.num_frames, rows, cols, self.device)
+
+    @torch.no_grad()
+    def forward(
+        self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object, logits_to_keep: int = 0
+    ) -> torch.Tensor:
+        if embeds.dim() == 2:
+            embeds = embeds.unsqueeze(0)
+        if position_ids.dim() == 2:  # (3, n) -> (3, batch=1, n)
+            position_ids = position_ids.unsqueeze(1)
+        out = self._language_model(
+            inputs_embeds=embeds,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+        return self._lm_head(hidden)

@@ -1,0 +1,166 @@
+"""The one selection routine: from scores to the kept slots, and the compression pass over a store.
+
+Why one routine: every policy (InfiniPot-V and the baselines) must apply budgets, protected tokens and the
+per-head gather in exactly the same way, so that comparisons measure the scores and nothing else.
+
+Rules, per layer and per KV head (InfiniPot-V, arXiv 2506.15745, Sec. 3; facts in shared/notes):
+1. The prefix slots [0, prefix_length) are always kept and never move.
+2. Recent frames: F = the number of distinct frame ids (>= 0) in the layer's evictable region, counted over
+   all its heads. The newest R frames by frame id are protected, R = min(F, max(1, floor(F·recent_ratio)))
+   when recent_ratio > 0 and F > 0, else 0 (at least one, so TaR always has a reference frame). Their tokens
+   are kept; if they alone exceed the budget, the newest of them by token_index are kept.
+3. Primary scorer: with a secondary scorer it gets floor(tar_share·budget) slots including the recent tokens,
+   so max(0, that − recent) of its top-scored older tokens are forced in; without one it fills the rest.
+4. Secondary scorer: fills the rest of the budget with its top scores among the tokens still out.
+5. Ties rank the older slot first. Kept slots are returned in ascending slot (= temporal) order.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from infinipot.errors import BudgetError, PolicyError
+from infinipot.kv_store import FixedKVStore
+from infinipot.policies import CompressionPolicy
+from infinipot.scorers.base import ScoringContext
+
+__all__ = [
+    "CompressionReport",
+    "recent_frame_count",
+    "recent_frame_mask",
+    "build_context",
+    "select_keep_indices",
+    "compress_store",
+]
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """What one compression pass did (token counts are per layer and head, prefix included)."""
+
+    tokens_before: int
+    tokens_after: int
+    tokens_evicted: int
+    duration_s: float
+
+
+def recent_frame_count(num_frames: int, recent_ratio: float) -> int:
+    """R = min(F, max(1, floor(F·r))) for r > 0 and F > 0, else 0 (rule 2 of the module doc)."""
+    if recent_ratio <= 0.0 or num_frames <= 0:
+        return 0
+    return min(num_frames, max(1, math.floor(num_frames * recent_ratio)))
+
+
+def recent_frame_mask(frame_id: torch.Tensor, recent_ratio: float) -> torch.Tensor:
+    """(H, n) bool: tokens of the newest R frames, with frames counted over all heads (rule 2)."""
+    frames = torch.unique(frame_id[frame_id >= 0])  # sorted ascending
+    count = recent_frame_count(int(frames.numel()), recent_ratio)
+    if count == 0:
+        return torch.zeros_like(frame_id, dtype=torch.bool)
+    return torch.isin(frame_id, frames[-count:])
+
+
+def build_context(
+    store: FixedKVStore,
+    layer_idx: int,
+    *,
+    recent_ratio: float,
+    frame_grid: tuple[int, int],
+    budget: int,
+) -> ScoringContext:
+    """The scoring context of one store layer: its evictable slots [prefix_length, length)."""
+    prefix = store.prefix_length
+    keys, values = store.view(layer_idx)
+    token_index, frame_id, patch_index = store.metadata(layer_idx)
+    frame_id = frame_id[:, prefix:]
+    return ScoringContext(
+        keys=keys[0, :, prefix:],
+        values=values[0, :, prefix:],
+        token_index=token_index[:, prefix:],
+        frame_id=frame_id,
+        patch_index=patch_index[:, prefix:],
+        recent_mask=recent_frame_mask(frame_id, recent_ratio),
+        frame_grid=(int(frame_grid[0]), int(frame_grid[1])),
+        layer_idx=layer_idx,
+        num_layers=store.num_layers,
+        budget=int(budget),
+        prefix_length=prefix,
+    )
+
+
+def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(H, n) bool: per head the k[h] best-scored tokens that are not excluded (ties: lower slot first)."""
+    heads, n = scores.shape
+    # Candidates get finite keys (NaN = worst), excluded tokens -inf, so one stable sort ranks every
+    # candidate ahead of every excluded token and keeps slot order among equal scores.
+    largest = torch.finfo(torch.float64).max
+    key = torch.nan_to_num(scores.to(torch.float64), nan=-largest, posinf=largest, neginf=-largest)
+    key = key.masked_fill(excluded, -math.inf)
+    order = torch.argsort(key, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n, device=order.device).expand(heads, n))
+    return ~excluded & (rank < k.unsqueeze(1))
+
+
+def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch.Tensor:
+    """Slots to keep, (H, prefix_length + min(budget, n)) int64, ascending per head (module doc rules)."""
+    heads, n = ctx.token_index.shape
+    device = ctx.token_index.device
+    budget = int(ctx.budget)
+    if budget < 0:
+        raise BudgetError(f"budget must be >= 0, got {budget}")
+    prefix = torch.arange(ctx.prefix_length, device=device).expand(heads, -1)
+    if n <= budget:
+        return torch.arange(ctx.prefix_length + n, device=device).expand(heads, -1).clone()
+
+    recent = ctx.recent_mask
+    budget_per_head = torch.full((heads,), budget, dtype=torch.int64, device=device)
+    keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
+    kept_recent = keep.sum(1)
+    left = budget - kept_recent
+    if policy.secondary is None:
+        primary_k, secondary_k = left, torch.zeros_like(left)
+    else:
+        primary_k = (math.floor(policy.tar_share * budget) - kept_recent).clamp(min=0)
+        secondary_k = left - primary_k
+    if bool((primary_k > 0).any()):
+        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep, primary_k)
+    if policy.secondary is not None and bool((secondary_k > 0).any()):
+        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep, secondary_k)
+
+    kept = keep.nonzero()[:, 1].view(heads, budget) + ctx.prefix_length  # row-major: ascending per head
+    return torch.cat([prefix, kept], dim=1)
+
+
+def compress_store(
+    store: FixedKVStore,
+    policy: CompressionPolicy,
+    target_tokens: int,
+    frame_grid: tuple[int, int],
+) -> CompressionReport:
+    """Shrink every layer of `store` in place to `target_tokens` (|C|, prefix included) with `policy`."""
+    if policy is None:
+        raise PolicyError("the full-cache policy has no compression; do not call compress_store for it")
+    if target_tokens < store.prefix_length:
+        raise BudgetError(
+            f"target {target_tokens} tokens is smaller than the protected prefix of {store.prefix_length}"
+        )
+    before = store.length
+    if len(set(store.layer_length(i) for i in range(store.num_layers))) != 1:
+        raise ValueError("store layers hold different lengths; compress only between forwards")
+    start = time.perf_counter()
+    if before > target_tokens:
+        budget = target_tokens - store.prefix_length
+        for layer_idx in range(store.num_layers):
+            ctx = build_context(
+                store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget
+            )
+            store.compact(layer_idx, select_keep_indices(ctx, policy), check=False)
+    if store.device.type == "cuda":
+        torch.cuda.synchronize(store.device)
+    duration = time.perf_counter() - start
+    after = store.length
+    return CompressionReport(before, after, before - after, duration)

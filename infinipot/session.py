@@ -1,0 +1,385 @@
+"""`StreamingSession`: frames in, answers out, with a KV cache that never exceeds its budget.
+
+Why this shape (InfiniPot-V, Kim et al. 2025, arXiv 2506.15745, Sec. 3): frames arrive before the question
+is known, so they are encoded and prefilled block by block (one temporal frame of the model per block)
+into a fixed-capacity store. When the next block would push the cache past the threshold |M|, a
+question-agnostic compression pass (the configured policy: TaR + VaN for "infinipot") shrinks it in place
+to the target |C|. A question is appended, answered greedily from the compressed cache, and then rolled
+back, so the stream continues exactly as if nothing had been asked (multi-turn).
+
+Invariants the tests check:
+* the store is allocated once with |M| + reserve slots (reserve = longest question + template + answer),
+  so `kv_bytes <= kv_cap_bytes` is structural;
+* positions come only from the adapter's position rule, continued from a logical counter;
+* a rejected input (typed error) leaves the session unchanged and usable;
+* `ask` leaves the cache bit-identical (keys, values, metadata, length) and the counters unchanged.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .adapters.base import VLMAdapter
+from .adapters.preprocessing import validate_frame
+from .budget import CacheBudget, resolve_budget
+from .errors import BudgetError, FrameError, QuestionError, SessionStateError
+from .kv_store import FixedKVStore
+from .policies import make_policy
+from .selection import CompressionReport, compress_store
+
+__all__ = ["SessionConfig", "Answer", "SessionStats", "StreamingSession", "CompressionListener"]
+
+#: called after every compression pass with (session, report); tests snapshot the surviving tokens here
+CompressionListener = Callable[["StreamingSession", CompressionReport], None]
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What a session is asked to do; every field has the paper's or a safe default.
+
+    policy: "infinipot" (TaR + VaN), "tar", "van", "uniform", "sliding_window" or "full" (uncapped
+    baseline: any budget is ignored). budget_tokens / budget_mb: threshold |M| in tokens, or the hard cap
+    of the whole store in MiB (give at most one; neither = uncapped). target_ratio: |C| / |M|.
+    recent_ratio, tar_share, van_pooling: policy settings (see infinipot/policies.py).
+    max_question_tokens, max_new_tokens: size the store's reserve; longer questions are rejected.
+    """
+
+    policy: str = "infinipot"
+    budget_tokens: int | None = None
+    budget_mb: float | None = None
+    target_ratio: float = 0.75
+    recent_ratio: float = 0.25
+    tar_share: float = 0.5
+    van_pooling: bool = True
+    max_question_tokens: int = 64
+    max_new_tokens: int = 32
+    max_question_chars: int = 1000
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer. memory_start / memory_end: stream seconds of the oldest / newest frame still held."""
+
+    text: str
+    latency_s: float  # question in -> last token out
+    ttft_s: float  # question in -> first token chosen
+    tokens_used: int  # cached tokens the first answer token attended to (held tokens + question)
+    new_tokens: int  # generated tokens, the end-of-answer token included
+    memory_start: float | None
+    memory_end: float | None
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """A snapshot of the session (fields fixed by docs/architecture.md)."""
+
+    policy: str
+    tokens_held: int
+    token_budget: int  # threshold |M|, 0 = uncapped
+    target_tokens: int  # |C|, 0 = uncapped
+    kv_bytes: int
+    kv_cap_bytes: int  # 0 = uncapped
+    frames_added: int
+    frames_ingested: int
+    frames_pending: int
+    compressions: int
+    tokens_evicted: int
+    last_compression_s: float
+    mean_compression_s: float
+    total_compression_s: float
+    total_ingest_s: float
+    memory_start: float | None
+    memory_end: float | None
+    next_position: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class _Counters:
+    """Everything that changes while streaming, besides the store and the pending frames."""
+
+    next_position: int = 0  # logical position of the next token (the position rule continues from it)
+    next_token: int = 0  # token_index of the next token written (unique over the stream)
+    next_frame_id: int = 0  # id of the next temporal frame
+    last_stamp: float | None = None
+    frames_added: int = 0
+    frames_ingested: int = 0
+    compressions: int = 0
+    tokens_evicted: int = 0
+    last_compression_s: float = 0.0
+    total_compression_s: float = 0.0
+    total_ingest_s: float = 0.0
+    # temporal frame id -> (stamp of its first raw frame, stamp of its last), only for frames still held
+    frame_stamps: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+
+class StreamingSession:
+    """Streams frames from one camera into one adapter's model under a fixed KV budget."""
+
+    def __init__(self, adapter: VLMAdapter, config: SessionConfig | None = None) -> None:
+        self.adapter = adapter
+        self.config = config if config is not None else SessionConfig()
+        cfg = self.config
+        for name in ("max_question_tokens", "max_new_tokens", "max_question_chars"):
+            if int(getattr(cfg, name)) < 1:
+                raise BudgetError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        self.policy = make_policy(
+            cfg.policy, recent_ratio=cfg.recent_ratio, tar_share=cfg.tar_share, van_pooling=cfg.van_pooling
+        )
+        self._prefix_ids = list(adapter.prefix_token_ids())
+        self._template_tokens = len(adapter.question_token_ids(""))
+        self.reserve_tokens = cfg.max_question_tokens + self._template_tokens + cfg.max_new_tokens
+        geometry = adapter.geometry
+        self.budget: CacheBudget | None = None
+        if self.policy is not None:
+            self.budget = resolve_budget(
+                bytes_per_token=geometry.bytes_per_token,
+                budget_tokens=cfg.budget_tokens,
+                budget_mb=cfg.budget_mb,
+                target_ratio=cfg.target_ratio,
+                reserve_tokens=self.reserve_tokens,
+                prefix_tokens=len(self._prefix_ids),
+                min_step_tokens=adapter.tokens_per_frame,
+            )
+        self.store = FixedKVStore(
+            geometry.num_layers,
+            geometry.num_kv_heads,
+            geometry.head_dim,
+            None if self.budget is None else self.budget.capacity_tokens,
+            dtype=geometry.dtype,
+            device=adapter.device,
+        )
+        self._pending: list[tuple[np.ndarray, float]] = []
+        self._listeners: list[CompressionListener] = []
+        self._counters = _Counters()
+        self._prefill_prefix()
+
+    # ------------------------------------------------------------------ streaming
+    def add_frame(self, rgb: np.ndarray, stamp: float) -> None:
+        """Buffer one RGB uint8 (H, W, 3) frame taken at stream time `stamp` (seconds, non-decreasing).
+
+        Every `adapter.frames_per_step` frames are encoded and prefilled as one block; the cache is
+        compressed first if the block would exceed the threshold. Raises FrameError (session unchanged).
+        """
+        frame = validate_frame(rgb)
+        try:
+            stamp = float(stamp)
+        except (TypeError, ValueError):
+            raise FrameError(f"stamp must be a number, got {stamp!r}") from None
+        if not math.isfinite(stamp):
+            raise FrameError(f"stamp must be finite, got {stamp}")
+        last = self._counters.last_stamp
+        if last is not None and stamp < last:
+            raise FrameError(f"stamp {stamp} is earlier than the previous frame's {last}")
+        self._pending.append((frame.copy(), stamp))
+        self._counters.frames_added += 1
+        self._counters.last_stamp = stamp
+        if len(self._pending) >= self.adapter.frames_per_step:
+            self._ingest_pending()
+
+    def _ingest_pending(self) -> None:
+        """Encode the pending frames as one block, make room for it, prefill it."""
+        started = time.perf_counter()
+        frames = [frame for frame, _ in self._pending]
+        stamps = [stamp for _, stamp in self._pending]
+        with torch.no_grad():
+            chunk = self.adapter.encode_frames(frames)
+            n = chunk.num_tokens
+            if self.budget is not None and self.store.length + n > self.budget.threshold_tokens:
+                self._compress()
+                if self.store.length + n > self.budget.threshold_tokens:
+                    raise BudgetError(
+                        f"after compression {self.store.length} tokens are held; a block of {n} does not fit "
+                        f"under |M|={self.budget.threshold_tokens}"
+                    )
+            c = self._counters
+            positions, next_position = self.adapter.visual_positions(c.next_position, chunk)
+            token_index = torch.arange(c.next_token, c.next_token + n, dtype=torch.long)
+            frame_id = c.next_frame_id + chunk.frame_offset.cpu()
+            self._write(chunk.embeds, positions, token_index, frame_id, chunk.patch_index.cpu())
+        per_step = len(frames) // chunk.num_frames
+        for j in range(chunk.num_frames):
+            c.frame_stamps[c.next_frame_id + j] = (stamps[j * per_step], stamps[(j + 1) * per_step - 1])
+        c.next_position = next_position
+        c.next_token += n
+        c.next_frame_id += chunk.num_frames
+        c.frames_ingested += len(frames)
+        self._pending.clear()
+        c.total_ingest_s += time.perf_counter() - started
+
+    def _write(
+        self,
+        embeds: torch.Tensor,
+        positions: torch.Tensor,
+        token_index: torch.Tensor,
+        frame_id: torch.Tensor,
+        patch_index: torch.Tensor,
+        logits_to_keep: int = 1,
+    ) -> torch.Tensor:
+        """One forward of new tokens into the store; on failure the store is rolled back to before it."""
+        length = self.store.length
+        self.store.stage_tokens(token_index, frame_id, patch_index)
+        try:
+            return self.adapter.forward(embeds.unsqueeze(0), positions, self.store, logits_to_keep=logits_to_keep)
+        except BaseException:
+            self.store.truncate(min(length, min(self.store.layer_length(i) for i in range(self.store.num_layers))))
+            raise
+
+    def _compress(self) -> None:
+        assert self.budget is not None and self.policy is not None
+        report = compress_store(self.store, self.policy, self.budget.target_tokens, self.adapter.frame_grid)
+        c = self._counters
+        c.compressions += 1
+        c.tokens_evicted += int(report.tokens_evicted)
+        c.last_compression_s = float(report.duration_s)
+        c.total_compression_s += float(report.duration_s)
+        held = set(torch.unique(self.store.frame_id[:, :, : self.store.length]).tolist())
+        c.frame_stamps = {fid: s for fid, s in c.frame_stamps.items() if fid in held}
+        for listener in list(self._listeners):
+            listener(self, report)
+
+    def _prefill_prefix(self) -> None:
+        ids = torch.tensor(self._prefix_ids, dtype=torch.long)
+        n = len(self._prefix_ids)
+        with torch.no_grad():
+            positions, next_position = self.adapter.text_positions(0, n)
+            text = torch.full((n,), -1, dtype=torch.long)
+            self._write(self.adapter.text_embeds(ids), positions, torch.arange(n), text, text)
+        self.store.set_prefix_length(n)
+        self._counters.next_position = next_position
+        self._counters.next_token = n
+
+    # ------------------------------------------------------------------ questions
+    def _question_ids(self, question: object, max_new_tokens: int) -> list[int]:
+        """Validate a question and return its token ids (template included); QuestionError otherwise."""
+        cfg = self.config
+        if not isinstance(question, str) or not question.strip():
+            raise QuestionError("the question is empty")
+        if len(question) > cfg.max_question_chars:
+            raise QuestionError(f"the question has {len(question)} characters; the limit is {cfg.max_question_chars}")
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= cfg.max_new_tokens:
+            raise QuestionError(f"max_new_tokens must be in [1, {cfg.max_new_tokens}], got {max_new_tokens!r}")
+        ids = list(self.adapter.question_token_ids(question))
+        if len(ids) - self._template_tokens > cfg.max_question_tokens:
+            raise QuestionError(
+                f"the question is {len(ids) - self._template_tokens} tokens; the limit is {cfg.max_question_tokens}"
+            )
+        return ids
+
+    def ask(self, question: str, max_new_tokens: int | None = None) -> Answer:
+        """Answer `question` greedily from the current cache, then roll the cache back bit-identically.
+
+        Pending (not yet encoded) frames stay pending. Raises QuestionError for a bad question and
+        SessionStateError before the first block of frames has been ingested.
+        """
+        budget_new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+        ids = self._question_ids(question, budget_new)
+        c = self._counters
+        if c.next_frame_id == 0:
+            raise SessionStateError(
+                f"no frames ingested yet ({len(self._pending)} pending of {self.adapter.frames_per_step} per step)"
+            )
+        started = time.perf_counter()
+        length = self.store.length
+        eos = set(self.adapter.eos_token_ids)
+        generated: list[int] = []
+        position, token = c.next_position, c.next_token
+        try:
+            with torch.no_grad():
+                step_ids = torch.tensor(ids, dtype=torch.long)
+                ttft = 0.0
+                while True:
+                    n = int(step_ids.shape[0])
+                    positions, position = self.adapter.text_positions(position, n)
+                    text = torch.full((n,), -1, dtype=torch.long)
+                    logits = self._write(
+                        self.adapter.text_embeds(step_ids), positions, torch.arange(token, token + n), text, text
+                    )
+                    token += n
+                    next_id = int(torch.argmax(logits[0, -1]))
+                    if not generated:
+                        ttft = time.perf_counter() - started
+                    generated.append(next_id)
+                    if next_id in eos or len(generated) >= budget_new:
+                        break
+                    step_ids = torch.tensor([next_id], dtype=torch.long)
+        finally:
+            self.store.truncate(length)
+        memory_start, memory_end = self._memory_span()
+        return Answer(
+            text=self.adapter.decode([t for t in generated if t not in eos]),
+            latency_s=time.perf_counter() - started,
+            ttft_s=ttft,
+            tokens_used=length + len(ids),
+            new_tokens=len(generated),
+            memory_start=memory_start,
+            memory_end=memory_end,
+        )
+
+    # ------------------------------------------------------------------ state
+    def _memory_span(self) -> tuple[float | None, float | None]:
+        stamps = self._counters.frame_stamps
+        if not stamps:
+            return None, None
+        return stamps[next(iter(stamps))][0], stamps[next(reversed(stamps))][1]
+
+    def add_compression_listener(self, callback: CompressionListener) -> None:
+        """Call `callback(session, report)` after every compression pass (e.g. to log what survived)."""
+        self._listeners.append(callback)
+
+    def reset(self) -> None:
+        """Forget the stream (cache, pending frames, counters); keep the model, budget and listeners."""
+        self.store.reset()
+        self._pending.clear()
+        self._counters = _Counters()
+        self._prefill_prefix()
+
+    def stats(self) -> SessionStats:
+        c = self._counters
+        memory_start, memory_end = self._memory_span()
+        capped = self.budget is not None
+        return SessionStats(
+            policy=self.config.policy,
+            tokens_held=self.store.length,
+            token_budget=self.budget.threshold_tokens if capped else 0,
+            target_tokens=self.budget.target_tokens if capped else 0,
+            kv_bytes=self.store.nbytes_used,
+            kv_cap_bytes=self.store.nbytes_capacity if capped else 0,
+            frames_added=c.frames_added,
+            frames_ingested=c.frames_ingested,
+            frames_pending=len(self._pending),
+            compressions=c.compressions,
+            tokens_evicted=c.tokens_evicted,
+            last_compression_s=c.last_compression_s,
+            mean_compression_s=c.total_compression_s / c.compressions if c.compressions else 0.0,
+            total_compression_s=c.total_compression_s,
+            total_ingest_s=c.total_ingest_s,
+            memory_start=memory_start,
+            memory_end=memory_end,
+            next_position=c.next_position,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the whole session state (see infinipot/persistence.py) to `path`."""
+        from .persistence import save_session
+
+        return save_session(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, adapter: VLMAdapter) -> "StreamingSession":
+        """Resume a session saved with `save` on a compatible adapter (same model type and KV geometry)."""
+        from .persistence import load_session
+
+        return load_session(path, adapter)
