@@ -1,0 +1,120 @@
+"""`infinipot-eval`: replay a rosbag through each policy × budget, ask the questions, write a report.
+
+    infinipot-eval --bag DIR --questions DIR/questions.yaml --policy full,infinipot,sliding_window \
+                   --budget 64,128,256 --report out/eval [--model builtin:tiny-qwen2-vl] [--sample-hz 2] \
+                   [--max-new-tokens 16] [--topic /camera/image_raw] [--record-every 1]
+    infinipot-eval --live ... [--rate 1.0]   # same, but through the ROS node and /ask_video (live.py)
+
+"full" runs once, uncapped (budget null); every other policy runs once per budget. Writes OUT/report.json,
+OUT/report.md, OUT/kv_memory.png and OUT/accuracy_vs_budget.png (see docs/evaluation.md).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .bagio import BagError, list_image_topics
+from .questions import QuestionFileError, QuestionSet, load_questions
+from .report import write_report
+
+__all__ = ["main", "evaluate_offline", "parse_list"]
+
+DEFAULT_MODEL = "builtin:tiny-qwen2-vl"
+
+
+def parse_list(text: str, convert=str) -> list:
+    """'a,b, c' → ['a', 'b', 'c'] (converted); empty items dropped."""
+    return [convert(item.strip()) for item in text.split(",") if item.strip()]
+
+
+def _topic(qset: QuestionSet, bag: Path, requested: str | None) -> tuple[str, int]:
+    topics = {t.topic: t.count for t in list_image_topics(bag)}
+    topic = requested or qset.bag.topic
+    if topic not in topics:
+        raise BagError(f"{bag}: no image topic {topic!r} (image topics: {sorted(topics)})")
+    return topic, topics[topic]
+
+
+def evaluate_offline(bag: str | Path, qset: QuestionSet, *, policies: list[str], budgets: list[int],
+                     model: str = DEFAULT_MODEL, topic: str | None = None, sample_hz: float = 2.0,
+                     max_new_tokens: int = 16, record_every: int = 1, dtype: str = "float32", device: str = "cpu",
+                     progress: bool = True, adapter: Any = None) -> list[dict[str, Any]]:
+    """Run every policy × budget offline and return the report entries (one adapter, a fresh session each)."""
+    from infinipot.adapters.loading import load_adapter
+
+    from .replay import replay, run_specs, summarise
+
+    bag = Path(bag)
+    topic, count = _topic(qset, bag, topic)
+    specs = run_specs(policies, budgets)
+    if adapter is None:
+        adapter = load_adapter(model, dtype=dtype, device=device)
+    results = []
+    for spec in specs:
+        bar = tqdm(total=count, desc=spec.label, unit="msg", file=sys.stderr, disable=not progress, leave=False)
+        try:
+            run = replay(bag, topic, qset.questions, adapter, spec, sample_hz=sample_hz,
+                         max_new_tokens=max_new_tokens, record_every=record_every, on_message=bar.update)
+        finally:
+            bar.close()
+        summary = summarise(run)
+        results.append(summary)
+        if progress:
+            acc = summary["accuracy"]
+            print(f"{spec.label}: accuracy {'–' if acc is None else f'{acc:.2f}'} over {summary['n_questions']} "
+                  f"questions, peak KV {summary['peak_kv_bytes']} B, {run.wall_s:.1f} s", file=sys.stderr)
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="infinipot-eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--bag", type=Path, required=True, help="rosbag2 directory")
+    p.add_argument("--questions", type=Path, help="question file (default: BAG/questions.yaml)")
+    p.add_argument("--policy", default="full,infinipot,sliding_window", help="comma-separated policies")
+    p.add_argument("--budget", default="128,256", help="comma-separated threshold budgets |M| in tokens")
+    p.add_argument("--report", type=Path, required=True, help="output directory")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model id, local path or builtin:<tiny-name>")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sample-hz", type=float, default=2.0, help="frames per second of stream time given to the model")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--topic", help="camera topic (default: the question file's bag.topic)")
+    p.add_argument("--record-every", type=int, default=1, help="record memory every k-th sampled frame")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--live", action="store_true", help="replay through the ROS node and /ask_video instead")
+    p.add_argument("--rate", type=float, default=1.0, help="--live: playback speed factor")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        qset = load_questions(args.questions or args.bag / "questions.yaml")
+        policies = parse_list(args.policy)
+        budgets = parse_list(args.budget, int)
+        common = dict(policies=policies, budgets=budgets, model=args.model, topic=args.topic,
+                      sample_hz=args.sample_hz, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+        if args.live:
+            from .live import evaluate_live
+
+            results = evaluate_live(args.bag, qset, rate=args.rate, **common)
+        else:
+            results = evaluate_offline(args.bag, qset, record_every=args.record_every, dtype=args.dtype,
+                                       device=args.device, **common)
+    except (QuestionFileError, BagError, ValueError) as exc:
+        print(f"infinipot-eval: error: {exc}", file=sys.stderr)
+        return 2
+    meta = {"mode": "live" if args.live else "offline", "bag": str(args.bag), "model": args.model,
+            "sample_hz": args.sample_hz, "max_new_tokens": args.max_new_tokens}
+    paths = write_report(results, args.report, meta)
+    print(f"wrote {paths['json']}, {paths['md']} and plots in {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Scoring a model's free-text answer against a question's accepted answers.
+
+Why more than string equality: a model says "It was red." or "Three." where the file says `red` / `3`.
+Normalisation (lowercase, strip punctuation and articles, number words to digits) makes those equal. Why
+not plain substring containment: an answer that lists everything ("red blue green", "yes or no") would then
+always score. The rule is therefore:
+
+1. exact match of the normalised prediction with a normalised accepted answer → right;
+2. otherwise an accepted answer that occurs as a whole-word span of the prediction counts only if the
+   prediction names no *competing* answer word: a word of the closed answer vocabulary (colours, shapes,
+   yes/no, numbers) of a category the accepted answers use (a colour answer competes with colours, a
+   count with numbers) that none of the accepted answers contains. So "3 balls" answers a count of 3,
+   "red ball" answers "red", but "red or blue" does not.
+
+Multiple choice: the prediction selects a choice by letter ("b", "(B)") or by naming exactly one choice
+(rule 1, then rule 2 with the other choices' words as the competitors).
+"""
+from __future__ import annotations
+
+import re
+import string
+
+from .questions import Question
+
+__all__ = ["normalise", "answer_category", "match_free_text", "match_choice", "is_correct"]
+
+_NUMBER_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
+}
+_ARTICLES = {"a", "an", "the"}
+_SPELLING = {"color": "colour", "grey": "gray"}
+_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+
+#: closed vocabulary of the synthetic world's answers; words outside it never compete
+COLOUR_WORDS = ("red", "green", "blue", "yellow", "orange", "purple", "white", "pink", "black", "gray", "brown")
+SHAPE_WORDS = ("cube", "ball", "cone", "star", "ring")
+_CATEGORIES = {"colour": frozenset(COLOUR_WORDS), "shape": frozenset(SHAPE_WORDS), "yesno": frozenset({"yes", "no"})}
+_DIGITS = re.compile(r"^\d+$")
+_PLURAL = {f"{s}s": s for s in SHAPE_WORDS}
+
+
+def normalise(text: str) -> str:
+    """Lowercase, drop punctuation and articles, map number words to digits and plurals of shapes to singular.
+
+    >>> normalise("The THREE red Cubes!")
+    '3 red cube'
+    """
+    words = []
+    for word in text.lower().translate(_PUNCT).split():
+        if word in _ARTICLES:
+            continue
+        word = _SPELLING.get(word, word)
+        word = _PLURAL.get(word, word)
+        if word in _NUMBER_WORDS:
+            word = str(_NUMBER_WORDS[word])
+        elif _DIGITS.match(word):
+            word = str(int(word))  # "03" -> "3"
+        words.append(word)
+    return " ".join(words)
+
+
+def answer_category(word: str) -> str | None:
+    """The answer category of a normalised word ("colour", "shape", "yesno", "number"), or None."""
+    if _DIGITS.match(word):
+        return "number"
+    for name, words in _CATEGORIES.items():
+        if word in words:
+            return name
+    return None
+
+
+def _contains_span(haystack: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def match_free_text(prediction: str, accepted: tuple[str, ...] | list[str],
+                    competitors: tuple[str, ...] | list[str] = ()) -> bool:
+    """Whether `prediction` gives one of the `accepted` answers (rules 1 and 2 of the module docstring).
+
+    `competitors` adds answers that must not be named (their words count as competing words too).
+    """
+    pred = normalise(prediction)
+    norm_accepted = [normalise(a) for a in accepted]
+    if pred in norm_accepted:
+        return True
+    pred_words = pred.split()
+    allowed = {w for a in norm_accepted for w in a.split()}
+    categories = {answer_category(w) for w in allowed} - {None}
+    competing = {w for w in pred_words if w not in allowed and answer_category(w) in categories}
+    competing |= {w for c in competitors for w in normalise(c).split() if w not in allowed and w in pred_words}
+    if competing:
+        return False
+    return any(_contains_span(pred_words, a.split()) for a in norm_accepted)
+
+
+_LETTER = re.compile(r"^\(?([a-z])\)?[.:)]?$")
+
+
+def match_choice(prediction: str, choices: tuple[str, ...] | list[str]) -> int | None:
+    """Index of the choice the prediction selects, or None if it selects none or several."""
+    raw = prediction.strip().lower()
+    first = raw.split()[0] if raw.split() else ""
+    letter = _LETTER.match(first)
+    if letter and (len(raw.split()) == 1 or first.startswith("(") or first.endswith((")", ".", ":"))):
+        idx = ord(letter.group(1)) - ord("a")
+        return idx if 0 <= idx < len(choices) else None
+    hits = [i for i, c in enumerate(choices)
+            if match_free_text(prediction, [c], [o for j, o in enumerate(choices) if j != i])]
+    return hits[0] if len(hits) == 1 else None
+
+
+def is_correct(question: Question, prediction: str) -> bool:
+    """Score one prediction for one question (free text or multiple choice)."""
+    if question.is_multiple_choice:
+        idx = match_choice(prediction, question.choices)
+        return idx is not None and question.choices[idx] == question.answer
+    return match_free_text(prediction, question.answers)

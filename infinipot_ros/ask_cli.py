@@ -1,0 +1,77 @@
+"""`infinipot-ask`: ask the node a question from the command line (like `ros2 service call`, but readable).
+
+Exit codes, for scripts: 0 answered; 1 the node refused or failed (success=false) or gave no answer in
+time; 2 no /ask_video service found within --wait seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import rclpy
+from rclpy.node import Node
+
+from infinipot_ros.srv import AskVideo
+
+__all__ = ["main", "format_response"]
+
+
+def _stamp(t: object) -> float:
+    return t.sec + t.nanosec * 1e-9  # type: ignore[attr-defined]
+
+
+def format_response(question: str, response: AskVideo.Response) -> str:
+    """Human-readable lines for one response."""
+    if not response.success:
+        return f"Q: {question}\nrefused: {response.error_message}"
+    start, end = _stamp(response.memory_start), _stamp(response.memory_end)
+    return (
+        f"Q: {question}\nA: {response.answer}\n"
+        f"latency {response.latency_s:.3f}s (first token {response.time_to_first_token_s:.3f}s), "
+        f"{response.tokens_used} tokens attended, memory spans {start:.3f}s .. {end:.3f}s "
+        f"({end - start:.1f}s of stream time)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="infinipot-ask", description="Ask the infinipot node about what its camera saw."
+    )
+    parser.add_argument("question")
+    parser.add_argument("--camera", default="", help="camera name (default: the node's first camera)")
+    parser.add_argument("--max-tokens", type=int, default=0, help="answer length limit (0 = node default)")
+    parser.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the service")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    parser.add_argument("--service", default="/ask_video")
+    argv = sys.argv[1:] if argv is None else argv
+    ros_args = rclpy.utilities.remove_ros_args(["infinipot-ask", *argv])[1:]
+    args = parser.parse_args(ros_args)
+
+    rclpy.init(args=["infinipot-ask", *argv])
+    node = Node("infinipot_ask")
+    try:
+        client = node.create_client(AskVideo, args.service)
+        if not client.wait_for_service(timeout_sec=args.wait):
+            print(f"no service {args.service} within {args.wait:g}s (is the node running, same "
+                  f"ROS_DOMAIN_ID?)", file=sys.stderr)
+            return 2
+        request = AskVideo.Request(
+            question=args.question, camera=args.camera, max_new_tokens=max(args.max_tokens, 0)
+        )
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if not future.done() or future.result() is None:
+            print(f"no answer within {args.timeout:g}s", file=sys.stderr)
+            return 1
+        response = future.result()
+        print(format_response(args.question, response))
+        return 0 if response.success else 1
+    except KeyboardInterrupt:
+        return 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

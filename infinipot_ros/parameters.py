@@ -1,0 +1,271 @@
+"""Every parameter of the `infinipot` node, declared in one place.
+
+Why one table: the node, its YAML file (`config/robot.yaml`), the launch file and the tests all need the same
+list of names, types, defaults and ranges. `PARAMETERS` is that list; `declare_parameters` turns it into
+`ParameterDescriptor`s (with description, ranges and read-only flags, so `ros2 param describe` explains
+them), and `NodeSettings.from_node` reads the values into one typed object.
+
+Read-only parameters configure the model, the per-camera sessions and the subscriptions, which are built
+once at start-up; changing them at runtime would silently do nothing, so ROS refuses it. The few that can
+change at runtime (sampling rate, request timeout, stats period, image size limit) are validated by
+`validate_update`, which the node registers as its on-set-parameters callback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+__all__ = [
+    "PARAMETERS",
+    "NodeSettings",
+    "ParamSpec",
+    "declare_parameters",
+    "validate_update",
+]
+
+try:  # the engine is the authority on policy names
+    from infinipot.policies import POLICY_NAMES as _POLICIES
+except ImportError:  # pragma: no cover - engine not importable (e.g. a partial checkout)
+    _POLICIES = ("full", "infinipot", "tar", "van", "uniform", "sliding_window")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: name, default (its type is the parameter's type), text and constraints."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    min_value: float | None = None
+    max_value: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def type(self) -> ParameterType:
+        if isinstance(self.default, bool):
+            return ParameterType.PARAMETER_BOOL
+        if isinstance(self.default, int):
+            return ParameterType.PARAMETER_INTEGER
+        if isinstance(self.default, float):
+            return ParameterType.PARAMETER_DOUBLE
+        if isinstance(self.default, str):
+            return ParameterType.PARAMETER_STRING
+        return ParameterType.PARAMETER_STRING_ARRAY
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description
+        if self.choices:
+            text += f" One of: {', '.join(self.choices)}."
+        desc = ParameterDescriptor(
+            name=self.name, type=self.type, description=text, read_only=self.read_only
+        )
+        if self.min_value is not None and self.max_value is not None:
+            if isinstance(self.default, float):
+                desc.floating_point_range = [
+                    FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value))
+                ]
+            else:
+                desc.integer_range = [
+                    IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=0)
+                ]
+        return desc
+
+    def check(self, value: Any) -> str | None:
+        """Why `value` is not acceptable, or None. (Types are checked by rclpy already.)"""
+        if self.choices and value not in self.choices:
+            return f"{self.name}: {value!r} is not one of {', '.join(self.choices)}"
+        if self.min_value is not None and value < self.min_value:
+            return f"{self.name}: {value} < minimum {self.min_value}"
+        if self.max_value is not None and value > self.max_value:
+            return f"{self.name}: {value} > maximum {self.max_value}"
+        return None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # --- model -------------------------------------------------------------------------------------
+    ParamSpec("model", "builtin:tiny-qwen2-vl",
+              "Hugging Face model id or local path of the vision-language model, or builtin:tiny-qwen2-vl "
+              "(a tiny random Qwen2-VL for tests: its answers are meaningless)."),
+    ParamSpec("device", "cpu", "torch device for the model, e.g. cpu, cuda, cuda:1."),
+    ParamSpec("dtype", "float32", "torch dtype of the model weights and KV cache.",
+              choices=("float32", "float16", "bfloat16")),
+    ParamSpec("trust_remote_code", False,
+              "Allow the model repository to run its own Python code (off unless you trust it)."),
+    # --- cameras -----------------------------------------------------------------------------------
+    ParamSpec("cameras", ["/camera/image_raw"],
+              "Image topics, one video memory each. A topic ending in /compressed is subscribed as "
+              "sensor_msgs/CompressedImage (JPEG/PNG), any other as sensor_msgs/Image."),
+    ParamSpec("camera_names", [""],
+              "Names used in /ask_video's camera field, one per topic; empty = derived from the topic "
+              "(e.g. /front/image_raw -> front)."),
+    ParamSpec("sample_rate_hz", 2.0,
+              "Frames per second of stream time (header stamps) fed to the model; 0 = every frame.",
+              read_only=False, min_value=0.0, max_value=1000.0),
+    ParamSpec("queue_size", 4,
+              "Frames waiting for the model per camera; when full the oldest is dropped (latest wins).",
+              min_value=1, max_value=1000),
+    ParamSpec("max_image_pixels", 8192 * 8192,
+              "Largest accepted image (width x height); bigger ones are rejected as malformed.",
+              read_only=False, min_value=1, max_value=1 << 31),
+    # --- video memory ------------------------------------------------------------------------------
+    ParamSpec("budget_tokens", 0,
+              "KV-cache threshold |M| in tokens (compress when exceeded); 0 = use budget_mb; both 0 = "
+              "full, uncapped cache.", min_value=0, max_value=10_000_000),
+    ParamSpec("budget_mb", 0.0,
+              "KV-cache threshold in MiB, converted with the model's bytes per token; used when "
+              "budget_tokens is 0.", min_value=0.0, max_value=1_000_000.0),
+    ParamSpec("policy", "infinipot", "Compression policy (InfiniPot-V or a baseline).", choices=_POLICIES),
+    ParamSpec("target_ratio", 0.75, "Target size |C| after compression, as a fraction of |M|.",
+              min_value=0.05, max_value=1.0),
+    ParamSpec("recent_ratio", 0.25, "Share of |C| kept for the most recent frame(s) unconditionally.",
+              min_value=0.0, max_value=1.0),
+    ParamSpec("tar_share", 0.5, "Share of the kept tokens chosen by TaR (temporal redundancy); the rest "
+              "by VaN (value norm).", min_value=0.0, max_value=1.0),
+    ParamSpec("van_pooling", True, "Spatially pool VaN scores so kept tokens form coherent regions."),
+    # --- questions ---------------------------------------------------------------------------------
+    ParamSpec("max_question_chars", 1000, "Longest accepted question in characters.",
+              min_value=1, max_value=100_000),
+    ParamSpec("max_question_tokens", 64, "Longest question in tokens (longer ones are refused).",
+              min_value=1, max_value=8192),
+    ParamSpec("max_answer_tokens", 32, "Most tokens generated per answer (/ask_video's max_new_tokens "
+              "is clamped to it).", min_value=1, max_value=4096),
+    ParamSpec("request_timeout_s", 30.0,
+              "A question not answered within this many seconds gets success=false.",
+              read_only=False, min_value=0.1, max_value=3600.0),
+    # --- reporting / persistence -------------------------------------------------------------------
+    ParamSpec("stats_period_s", 1.0, "Period of ~/cache_stats and /diagnostics.",
+              read_only=False, min_value=0.05, max_value=3600.0),
+    ParamSpec("session_path", "",
+              "Directory to save each camera's video memory at shutdown and restore it at start-up; "
+              "empty = no persistence."),
+)
+
+_BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare every parameter with its descriptor. Out-of-range overrides raise at declaration."""
+    for spec in PARAMETERS:
+        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+
+
+def validate_update(params: Sequence[Parameter]) -> SetParametersResult:
+    """On-set-parameters callback: refuse unknown names, wrong types and out-of-range values, with a reason.
+
+    rclpy already refuses read-only parameters and range violations declared in the descriptors; this adds
+    the choice lists and a readable reason, and also guards node-internal set_parameters calls.
+    """
+    for param in params:
+        spec = _BY_NAME.get(param.name)
+        if spec is None:
+            return SetParametersResult(successful=False, reason=f"unknown parameter {param.name!r}")
+        if param.type_ != Parameter.Type.from_parameter_value(spec.default):
+            return SetParametersResult(
+                successful=False,
+                reason=f"{param.name} must be {Parameter.Type.from_parameter_value(spec.default).name}, "
+                f"got {param.type_.name}",
+            )
+        problem = spec.check(param.value)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+    return SetParametersResult(successful=True)
+
+
+def camera_name_for(topic: str) -> str:
+    """A short name for a camera topic: /front/image_raw -> front, /cam/image_raw/compressed -> cam."""
+    parts = [p for p in topic.strip("/").split("/") if p]
+    for suffix in ("compressed", "image_raw", "image_rect_color", "image_rect", "image_color", "image"):
+        if len(parts) > 1 and parts[-1] == suffix:
+            parts.pop()
+    return "_".join(parts) or "camera"
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One subscribed camera."""
+
+    name: str
+    topic: str
+    compressed: bool
+
+
+@dataclass
+class NodeSettings:
+    """All parameter values, typed (read once at start-up; runtime-changeable ones are updated in place)."""
+
+    model: str
+    device: str
+    dtype: str
+    trust_remote_code: bool
+    cameras: list[CameraConfig]
+    sample_rate_hz: float
+    queue_size: int
+    max_image_pixels: int
+    budget_tokens: int
+    budget_mb: float
+    policy: str
+    target_ratio: float
+    recent_ratio: float
+    tar_share: float
+    van_pooling: bool
+    max_question_chars: int
+    max_question_tokens: int
+    max_answer_tokens: int
+    request_timeout_s: float
+    stats_period_s: float
+    session_path: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "NodeSettings":
+        """Build from a name → value mapping (missing names take their defaults); raises ValueError."""
+        merged = {spec.name: spec.default for spec in PARAMETERS}
+        merged.update(values)
+        for spec in PARAMETERS:
+            problem = spec.check(merged[spec.name])
+            if problem:
+                raise ValueError(problem)
+        topics = [t for t in merged.pop("cameras") if t]
+        if not topics:
+            raise ValueError("cameras: at least one image topic is needed")
+        names = [n for n in merged.pop("camera_names") if n]
+        if names and len(names) != len(topics):
+            raise ValueError(f"camera_names has {len(names)} entries but cameras has {len(topics)}")
+        names = names or [camera_name_for(t) for t in topics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names must be unique, got {names}; set camera_names")
+        cameras = [
+            CameraConfig(name=n, topic=t, compressed=t.rstrip("/").endswith("/compressed"))
+            for n, t in zip(names, topics)
+        ]
+        return cls(cameras=cameras, **merged)
+
+    @classmethod
+    def from_node(cls, node: Node) -> "NodeSettings":
+        return cls.from_values({spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS})
+
+    def session_config_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `infinipot.session.SessionConfig`."""
+        return dict(
+            policy=self.policy,
+            budget_tokens=self.budget_tokens or None,
+            budget_mb=(self.budget_mb or None) if not self.budget_tokens else None,
+            target_ratio=self.target_ratio,
+            recent_ratio=self.recent_ratio,
+            tar_share=self.tar_share,
+            van_pooling=self.van_pooling,
+            max_question_tokens=self.max_question_tokens,
+            max_new_tokens=self.max_answer_tokens,
+            max_question_chars=self.max_question_chars,
+        )

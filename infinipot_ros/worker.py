@@ -1,0 +1,398 @@
+"""The one thread that owns the model.
+
+Why one thread: the model, its KV caches and the streaming sessions are not thread-safe, and one CPU/GPU
+cannot run two prefills faster than one after the other anyway. ROS callbacks only convert, sample and
+enqueue (`frame_queue.WorkQueues`); this worker takes questions first, then frames, and publishes nothing
+itself: publishers read `snapshot()`, a copy made under a lock after each step.
+
+Failure policy: every exception is caught, logged and counted; a pending question gets ``success=False``
+with the reason; the loop keeps running. Frames the engine rejects (`FrameError`) are counted and, by the
+engine's contract, leave the cache unchanged. Questions that waited longer than their deadline are
+answered ``success=False`` without running, so one slow answer cannot make all later ones hang.
+
+This module has no rclpy import: it is plain threading around the ROS-free engine, so it can be driven by
+the node, a test or the live-replay tool alike.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from .frame_queue import WorkQueues
+from .parameters import NodeSettings
+
+__all__ = [
+    "AskRequest",
+    "AskResult",
+    "FrameItem",
+    "InferenceWorker",
+    "ResetRequest",
+    "WorkerSnapshot",
+]
+
+
+class Logger(Protocol):
+    """What the worker needs of a logger (rclpy's and Python's loggers both fit)."""
+
+    def info(self, message: str) -> Any: ...
+
+    def warning(self, message: str) -> Any: ...
+
+    def error(self, message: str) -> Any: ...
+
+
+@dataclass
+class FrameItem:
+    """A sampled, converted frame on its way to the model."""
+
+    camera: str
+    rgb: np.ndarray
+    stamp: float
+    #: The camera's stamps went backwards before this frame: start the camera's memory afresh.
+    restarted: bool = False
+
+
+@dataclass
+class AskResult:
+    """The worker's answer to one question (fields mirror AskVideo's response)."""
+
+    success: bool
+    answer: str = ""
+    error_message: str = ""
+    memory_start: float | None = None
+    memory_end: float | None = None
+    latency_s: float = 0.0
+    ttft_s: float = 0.0
+    tokens_used: int = 0
+
+
+class _Pending:
+    """A result slot one caller waits on; the first `finish` wins, later ones are ignored."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._result: Any = None
+        self.cancelled = False
+
+    def finish(self, result: Any) -> bool:
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._result = result
+            self._done.set()
+            return True
+
+    def wait(self, timeout: float | None) -> Any:
+        """The result, or None when `timeout` passed first."""
+        return self._result if self._done.wait(timeout) else None
+
+    def cancel(self) -> None:
+        """The caller stopped waiting: the worker skips the request if it has not started it."""
+        self.cancelled = True
+
+
+class AskRequest(_Pending):
+    """A question for one camera's memory, with the monotonic time it arrived and its deadline."""
+
+    def __init__(self, camera: str, question: str, max_new_tokens: int, timeout_s: float) -> None:
+        super().__init__()
+        self.camera = camera
+        self.question = question
+        self.max_new_tokens = max_new_tokens
+        self.received = time.monotonic()
+        self.deadline = self.received + timeout_s
+
+    def fail(self, message: str) -> bool:
+        return self.finish(
+            AskResult(success=False, error_message=message, latency_s=time.monotonic() - self.received)
+        )
+
+
+class ResetRequest(_Pending):
+    """Clear the memory of every camera (result: (success, message))."""
+
+
+@dataclass
+class WorkerSnapshot:
+    """A consistent copy of the worker's state for publishers (never touched by the worker again)."""
+
+    state: str = "loading"  # loading | ready | error | stopped
+    state_message: str = ""
+    load_s: float = 0.0
+    #: camera → `SessionStats.as_dict()` (empty until the engine is ready)
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: camera → frames the engine refused (bad shape/stamp)
+    frames_rejected: dict[str, int] = field(default_factory=dict)
+    #: camera → frames thrown away because the engine was not available
+    frames_discarded: dict[str, int] = field(default_factory=dict)
+    #: camera → stream restarts (stamps went backwards)
+    restarts: dict[str, int] = field(default_factory=dict)
+    requests_answered: int = 0
+    requests_failed: int = 0
+    requests_timed_out: int = 0
+    errors: int = 0
+    last_error: str = ""
+    busy_s: float = 0.0
+    last_ask_s: float = 0.0
+
+
+class InferenceWorker:
+    """Owns the adapter and one `StreamingSession` per camera; runs on its own (daemon) thread."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        queues: WorkQueues,
+        logger: Logger,
+        engine_loader: Callable[[NodeSettings, Logger], dict[str, Any]] | None = None,
+    ) -> None:
+        """`engine_loader(settings, logger) -> {camera: session}` builds the sessions on the worker thread;
+        the default loads `settings.model` with `infinipot.adapters.loading.load_adapter`."""
+        self._settings = settings
+        self._queues = queues
+        self._log = logger
+        self._loader = engine_loader or load_sessions
+        self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        cams = [c.name for c in settings.cameras]
+        self._snap = WorkerSnapshot(
+            frames_rejected=dict.fromkeys(cams, 0),
+            frames_discarded=dict.fromkeys(cams, 0),
+            restarts=dict.fromkeys(cams, 0),
+        )
+        self._thread = threading.Thread(target=self._run, name="infinipot-worker", daemon=True)
+
+    # ----- API for the node (any thread) ----------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> bool:
+        """Ask the loop to finish (answering waiting requests) and join; False if it did not in time.
+
+        The thread is a daemon: a generation that cannot be interrupted does not keep the process alive.
+        """
+        self._queues.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def snapshot(self) -> WorkerSnapshot:
+        with self._lock:
+            snap = self._snap
+            return WorkerSnapshot(
+                **{
+                    **snap.__dict__,
+                    "sessions": {k: dict(v) for k, v in snap.sessions.items()},
+                    "frames_rejected": dict(snap.frames_rejected),
+                    "frames_discarded": dict(snap.frames_discarded),
+                    "restarts": dict(snap.restarts),
+                }
+            )
+
+    # ----- the loop (worker thread only) ----------------------------------------------------------
+    def _run(self) -> None:
+        self._load()
+        while True:
+            work = self._queues.get(timeout=0.2)
+            if work is None:
+                if self._queues.closed:
+                    break
+                continue
+            kind, item = work
+            started = time.monotonic()
+            try:
+                if isinstance(item, ResetRequest):
+                    self._reset(item)
+                elif kind == "request":
+                    self._answer(item)
+                else:
+                    camera, frame = item
+                    self._ingest(camera, frame)
+            except Exception as err:  # noqa: BLE001 - the worker must survive anything the engine does
+                self._record_error(f"{type(err).__name__}: {err}", traceback.format_exc())
+                if isinstance(item, AskRequest):
+                    item.fail(f"internal error: {type(err).__name__}: {err}")
+                elif isinstance(item, ResetRequest):
+                    item.finish((False, f"reset failed: {err}"))
+            finally:
+                with self._lock:
+                    self._snap.busy_s += time.monotonic() - started
+        self._shutdown()
+
+    def _load(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self._sessions = self._loader(self._settings, self._log)
+        except Exception as err:  # noqa: BLE001
+            message = f"cannot load model {self._settings.model!r}: {type(err).__name__}: {err}"
+            self._log.error(message)
+            with self._lock:
+                self._snap.state, self._snap.state_message = "error", message
+                self._snap.errors += 1
+                self._snap.last_error = message
+            return
+        with self._lock:
+            self._snap.state = "ready"
+            self._snap.state_message = f"model {self._settings.model} loaded"
+            self._snap.load_s = time.monotonic() - t0
+        self._refresh()
+        self._log.info(
+            f"model {self._settings.model} ready in {time.monotonic() - t0:.1f}s "
+            f"({len(self._sessions)} camera memories)"
+        )
+
+    def _ready(self) -> bool:
+        return bool(self._sessions)
+
+    def _answer(self, req: AskRequest) -> None:
+        if req.cancelled or time.monotonic() > req.deadline:
+            req.fail("timed out waiting for the model (request_timeout_s)")
+            with self._lock:
+                self._snap.requests_timed_out += 1
+            return
+        if not self._ready():
+            with self._lock:
+                reason = self._snap.state_message or "model is still loading"
+                self._snap.requests_failed += 1
+            req.fail(f"model not available: {reason}")
+            return
+        from infinipot.errors import InfiniPotError
+
+        session = self._sessions[req.camera]
+        t_start = time.monotonic()
+        try:
+            ans = session.ask(req.question, max_new_tokens=req.max_new_tokens)
+        except InfiniPotError as err:  # a question the engine refuses (too long, no frames yet, ...)
+            req.fail(str(err))
+            with self._lock:
+                self._snap.requests_failed += 1
+            return
+        done = time.monotonic()
+        ok = req.finish(
+            AskResult(
+                success=True,
+                answer=str(ans.text),
+                memory_start=ans.memory_start,
+                memory_end=ans.memory_end,
+                latency_s=done - req.received,
+                ttft_s=(t_start - req.received) + float(ans.ttft_s),
+                tokens_used=int(ans.tokens_used),
+            )
+        )
+        with self._lock:
+            self._snap.last_ask_s = done - t_start
+            if ok:
+                self._snap.requests_answered += 1
+            else:  # the caller's timeout fired while the model was generating
+                self._snap.requests_timed_out += 1
+
+    def _ingest(self, camera: str, frame: Any) -> None:
+        if not self._ready():
+            with self._lock:
+                self._snap.frames_discarded[camera] = self._snap.frames_discarded.get(camera, 0) + 1
+            return
+        from infinipot.errors import FrameError
+
+        session = self._sessions[camera]
+        if frame.restarted:
+            session.reset()
+            self._log.warning(f"camera {camera}: stamps went backwards; its video memory starts afresh")
+            with self._lock:
+                self._snap.restarts[camera] = self._snap.restarts.get(camera, 0) + 1
+        try:
+            session.add_frame(frame.rgb, frame.stamp)
+        except FrameError as err:
+            with self._lock:
+                self._snap.frames_rejected[camera] = self._snap.frames_rejected.get(camera, 0) + 1
+            self._log.warning(f"camera {camera}: frame at {frame.stamp:.3f}s rejected by the engine: {err}")
+        self._refresh(camera)
+
+    def _reset(self, req: ResetRequest) -> None:
+        dropped = self._queues.frames.clear()
+        for session in self._sessions.values():
+            session.reset()
+        self._refresh()
+        req.finish((True, f"cleared {len(self._sessions)} camera memories and {dropped} queued frames"))
+
+    def _refresh(self, camera: str | None = None) -> None:
+        names = list(self._sessions) if camera is None else [camera]
+        stats = {name: self._sessions[name].stats().as_dict() for name in names}
+        with self._lock:
+            self._snap.sessions.update(stats)
+
+    def _record_error(self, message: str, trace: str) -> None:
+        self._log.error(f"worker error: {message}\n{trace}")
+        with self._lock:
+            self._snap.errors += 1
+            self._snap.last_error = message
+
+    def _shutdown(self) -> None:
+        for req in self._queues.requests.drain():
+            if isinstance(req, AskRequest):
+                req.fail("node is shutting down")
+            elif isinstance(req, ResetRequest):
+                req.finish((False, "node is shutting down"))
+        if self._settings.session_path and self._sessions:
+            save_sessions(self._sessions, Path(self._settings.session_path), self._log)
+        with self._lock:
+            self._snap.state = "stopped"
+
+
+# ----- engine construction and persistence (worker thread) ------------------------------------------
+
+def _session_file(directory: Path, camera: str) -> Path:
+    return directory / f"{camera}.session"
+
+
+def load_sessions(settings: NodeSettings, logger: Logger | None = None) -> dict[str, Any]:
+    """Load the adapter once and make (or restore from `session_path`) one session per camera."""
+    from infinipot.adapters.loading import load_adapter
+    from infinipot.session import SessionConfig, StreamingSession
+
+    adapter = load_adapter(
+        settings.model,
+        dtype=settings.dtype,
+        device=settings.device,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    config = SessionConfig(**settings.session_config_kwargs())
+    sessions: dict[str, Any] = {}
+    directory = Path(settings.session_path) if settings.session_path else None
+    for cam in settings.cameras:
+        path = _session_file(directory, cam.name) if directory else None
+        if path is not None and path.exists():
+            try:
+                sessions[cam.name] = StreamingSession.load(path, adapter)
+                if logger:
+                    logger.info(f"camera {cam.name}: video memory restored from {path}")
+                continue
+            except Exception as err:  # noqa: BLE001 - a stale file must not stop the node
+                if logger:
+                    logger.warning(f"camera {cam.name}: cannot restore {path} ({err}); starting empty")
+        sessions[cam.name] = StreamingSession(adapter, config)
+    return sessions
+
+
+def save_sessions(sessions: dict[str, Any], directory: Path, logger: Logger) -> None:
+    """Save every camera's memory (at shutdown) so the next start can restore it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        logger.error(f"cannot create session_path {directory}: {err}")
+        return
+    for name, session in sessions.items():
+        try:
+            session.save(_session_file(directory, name))
+        except Exception as err:  # noqa: BLE001
+            logger.error(f"camera {name}: cannot save video memory: {err}")

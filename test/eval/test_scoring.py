@@ -1,0 +1,66 @@
+"""Free-text and multiple-choice scoring: normalisation, and answers that list everything lose."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from infinipot_eval.questions import Question
+from infinipot_eval.scoring import is_correct, match_choice, match_free_text, normalise
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The THREE red Cubes!", "3 red cube"),
+    ("An orange ball.", "orange ball"),
+    ("twelve", "12"),
+    ("07", "7"),
+    ("What color is it?", "what colour is it"),
+    ("  yes,  ", "yes"),
+])
+def test_normalise(text, expected):
+    assert normalise(text) == expected
+
+
+@given(st.text(max_size=40))
+def test_normalise_is_idempotent(text):
+    assert normalise(normalise(text)) == normalise(text)
+
+
+@pytest.mark.parametrize("prediction, accepted, right", [
+    ("Red.", ["red"], True),
+    ("It was red", ["red"], True),
+    ("red or blue", ["red"], False),  # names a competing colour
+    ("Three", ["3"], True),
+    ("I saw 3 balls", ["3"], True),
+    ("3 or 4", ["3"], False),
+    ("none", ["0", "none"], True),
+    ("zero", ["0", "none"], True),
+    ("Yes, I did.", ["yes"], True),
+    ("yes no", ["yes"], False),
+    ("the red cube", ["red cube", "cube", "red"], True),
+    ("cube", ["red cube", "cube", "red"], True),
+    ("the blue ball", ["red cube", "cube", "red"], False),
+    ("red ball", ["red cube", "cube", "red"], False),  # names the other shape
+    ("", ["red"], False),
+    ("reddish", ["red"], False),  # whole words only
+])
+def test_match_free_text(prediction, accepted, right):
+    assert match_free_text(prediction, accepted) is right
+
+
+def test_match_choice_by_letter_and_by_text():
+    choices = ["red cube", "blue ball", "green star"]
+    assert match_choice("B", choices) == 1
+    assert match_choice("(c)", choices) == 2
+    assert match_choice("a.", choices) == 0
+    assert match_choice("The blue ball came first", choices) == 1
+    assert match_choice("A red cube", choices) == 0  # the article is not the letter A
+    assert match_choice("red cube or blue ball", choices) is None
+    assert match_choice("d", choices) is None
+
+
+def test_is_correct_dispatches_on_question_kind():
+    free = Question(id="f", topic="/c", time=1.0, question="Colour?", answers=("red",))
+    mc = Question(id="m", topic="/c", time=1.0, question="First?", choices=("red cube", "blue ball"),
+                  answer="blue ball")
+    assert is_correct(free, "RED!") and not is_correct(free, "blue")
+    assert is_correct(mc, "b") and is_correct(mc, "blue ball") and not is_correct(mc, "red cube")

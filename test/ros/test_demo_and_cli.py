@@ -1,0 +1,26 @@
+"""`infinipot-demo` end to end and `infinipot-ask` without a node."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_ask_cli_without_service_exits_2(harness) -> None:  # noqa: ANN001
+    done = subprocess.run(
+        [sys.executable, "-m", "infinipot_ros.ask_cli", "hello?", "--wait", "1"],
+        cwd=harness.REPO, env=harness.ros_env(harness.domain_id(61)), capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "no service /ask_video" in done.stderr
+
+
+def test_demo_runs_and_exits_cleanly(harness) -> None:  # noqa: ANN001
+    done = subprocess.run(
+        [sys.executable, "-m", "infinipot_ros.demo", "--frames", "4"],
+        cwd=harness.REPO, env=harness.ros_env(harness.domain_id(71)), capture_output=True, text=True,
+        timeout=170,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "Q: What colour was the cube?" in out and "\nA: " in out and "latency" in out
+    assert "cache:" in out and "untrained" in out and "Traceback" not in out
