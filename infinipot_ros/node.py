@@ -316,7 +316,7 @@ class InfiniPotNode(Node):
         self._diag_pub.publish(diag)
 
     # ----- lifecycle ----------------------------------------------------------------------------
-    def close(self, timeout: float = 3.0) -> None:
+    def close(self, timeout: float = 2.0) -> None:
         """Stop the worker (waiting questions get success=false; sessions saved if configured)."""
         if not self._worker.stop(timeout):
             self.get_logger().warning("worker still busy at shutdown; leaving it behind")
@@ -339,7 +339,7 @@ def main(args: list[str] | None = None) -> int:
         pass
     finally:
         node.close()
-        executor.shutdown(timeout_sec=1.0)
+        executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
