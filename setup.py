@@ -26,6 +26,7 @@ setup(
             "infinipot_synthetic_camera = infinipot_ros.synthetic_camera:main",
             "infinipot-demo = infinipot_ros.demo:main",
             "infinipot-bench = infinipot.bench:main",
+            "infinipot-train = infinipot.train:main",
             "infinipot-synth = infinipot_eval.synth_cli:main",
             "infinipot-eval = infinipot_eval.eval_cli:main",
             "infinipot_bag_player = infinipot_eval.bag_player:main",

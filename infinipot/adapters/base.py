@@ -15,6 +15,21 @@ import numpy as np
 import torch
 
 
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"float32" / "bfloat16" / "float16" (the CLI/parameter spelling) or a torch dtype -> torch dtype.
+
+    Shared by every adapter's `from_pretrained`, so all accept the same spellings; ValueError otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
 @dataclass(frozen=True)
 class KVGeometry:
     """Shape of the language model's KV cache: what a token costs in memory."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import FrameError
-from .base import KVGeometry, VisualChunk, VLMAdapter
+from .base import KVGeometry, VisualChunk, VLMAdapter, resolve_dtype
 from .preprocessing import normalize_frame_size, preprocess_qwen2_vl_video
 
 __all__ = [
@@ -41,19 +41,6 @@ NOMINAL_FPS = 2.0
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 #: Our own small settings file next to a checkpoint (written by the tiny-model builder).
 INFINIPOT_CONFIG_NAME = "infinipot.json"
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """"float32" / "bfloat16" / "float16" (or a torch dtype) -> torch dtype; ValueError otherwise."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).replace("torch.", "")
-    if name not in _DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}")
-    return _DTYPES[name]
-
 
 @dataclass(frozen=True)
 class MRopePositionRule:

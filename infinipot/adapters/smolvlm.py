@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from infinipot.adapters.base import KVGeometry, VisualChunk, VLMAdapter
+from infinipot.adapters.base import KVGeometry, VisualChunk, VLMAdapter, resolve_dtype
 from infinipot.adapters.loading import register_adapter
 from infinipot.adapters.preprocessing import validate_frame
 from infinipot.errors import FrameError
@@ -71,19 +71,6 @@ QUESTION_TEMPLATE = "\n\n{question}<end_of_utterance>\nAssistant:"
 _DEFAULT_MEAN = (0.5, 0.5, 0.5)
 _DEFAULT_STD = (0.5, 0.5, 0.5)
 _DEFAULT_RESCALE = 1.0 / 255.0
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """Accept "float32"/"bfloat16"/"float16" (the CLI's spelling) or a torch dtype."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).removeprefix("torch.")]
-    except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
-
-
 def _load_preprocessor_stats(model_id_or_path: str) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Mean, std, rescale factor and PIL resample filter from the checkpoint's preprocessor config.
 
@@ -157,7 +144,7 @@ class SmolVLMAdapter(VLMAdapter):
         if config.model_type not in MODEL_TYPES:
             raise ValueError(f"{source}: model_type {config.model_type!r} is not one of {MODEL_TYPES}")
         model = SmolVLMForConditionalGeneration.from_pretrained(
-            source, dtype=_resolve_dtype(dtype), trust_remote_code=trust_remote_code
+            source, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
         ).to(torch.device(device))
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         mean, std, rescale, resample = _load_preprocessor_stats(source)
