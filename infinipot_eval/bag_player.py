@@ -6,6 +6,11 @@ Why our own player: `ros2 bag play` is not installable without a ROS distributio
 docs/evaluation.md). Messages are published exactly as recorded: the raw CDR bytes from the bag are
 deserialised with rclpy's own message classes, so header stamps and data are untouched, and the time
 between messages is the recorded receive-time difference divided by `rate`.
+
+QoS: the publisher is RELIABLE, KEEP_LAST 10. The node subscribes with `qos_profile_sensor_data`
+(BEST_EFFORT, KEEP_LAST 5); a reliable offer satisfies a best-effort request, so they match, and the link
+then runs best effort: a burst of more than 5 messages the node has not taken yet can lose frames. The
+real-time player relies on the recorded pacing; the lockstep driver (live.py) paces on the node's counters.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .bagio import COMPRESSED_TYPE, IMAGE_TYPE, BagError, list_image_topics
 
@@ -45,12 +50,23 @@ class BagPlayer:
         #: header stamp (s) of the first published message: stream time 0
         self.first_stamp: float | None = None
 
-    def play(self, stop: threading.Event | None = None,
-             before_publish: Callable[[float], None] | None = None) -> int:
-        """Publish every message once; `before_publish(stream_seconds)` runs before each (question timing).
+    def wait_for_subscribers(self, timeout_s: float, count: int = 1) -> bool:
+        """Wait until every topic has `count` matched subscriptions (discovery), so no first frame is lost."""
+        deadline = time.monotonic() + timeout_s
+        while any(pub.get_subscription_count() < count for pub in self._pubs.values()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
-        Stream seconds are header-stamp seconds since the first message, as in the offline replay.
-        Returns the number of messages published.
+    def play(self, stop: threading.Event | None = None,
+             before_publish: Callable[[float, Any], None] | None = None, *, paced: bool = True) -> int:
+        """Publish every message once; `before_publish(stream_seconds, msg)` runs before each.
+
+        Stream seconds are header-stamp seconds since the first message, as in the offline replay. The hook
+        may block (the lockstep driver pauses playback there); with `paced` the recorded timing × rate is
+        kept relative to the start, so time spent in the hook is caught up, as a real-time player would.
+        `paced=False` publishes as fast as the hook allows. Returns the number of messages published.
         """
         from rclpy.serialization import deserialize_message
         from rosbags.rosbag2 import Reader
@@ -65,14 +81,14 @@ class BagPlayer:
                     break
                 log0 = log_ns if log0 is None else log0
                 delay = wall0 + (log_ns - log0) * 1e-9 / self.rate - time.monotonic()
-                if delay > 0:
+                if paced and delay > 0:
                     time.sleep(delay)
                 msg = deserialize_message(bytes(raw), self._classes[conn.topic])
                 stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
                 first_stamp = stamp if first_stamp is None else first_stamp
                 self.first_stamp = first_stamp
                 if before_publish is not None:
-                    before_publish(stamp - first_stamp)
+                    before_publish(stamp - first_stamp, msg)
                 self._pubs[conn.topic].publish(msg)
                 self.published += 1
         return self.published

@@ -4,6 +4,7 @@
                    --budget 64,128,256 --report out/eval [--model builtin:tiny-qwen2-vl] [--sample-hz 2] \
                    [--max-new-tokens 16] [--topic /camera/image_raw] [--record-every 1]
     infinipot-eval --live ... [--rate 1.0]   # same, but through the ROS node and /ask_video (live.py)
+    infinipot-eval --live --lockstep ...     # live, paced by the node: the offline answers, exactly
 
 "full" runs once, uncapped (budget null); every other policy runs once per budget. Writes OUT/report.json,
 OUT/report.md, OUT/kv_memory.png and OUT/accuracy_vs_budget.png (see docs/evaluation.md).
@@ -11,6 +12,7 @@ OUT/report.md, OUT/kv_memory.png and OUT/accuracy_vs_budget.png (see docs/evalua
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ from .report import write_report
 __all__ = ["main", "evaluate_offline", "parse_list"]
 
 DEFAULT_MODEL = "builtin:tiny-qwen2-vl"
+
+# As in the node (infinipot_ros/node.py), before torch is imported: busy-waiting OpenMP threads starve
+# everything else on a small shared CPU, which made offline ingest times ~10x the node's on 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def parse_list(text: str, convert=str) -> list:
@@ -87,12 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--record-every", type=int, default=1, help="record memory every k-th sampled frame")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--live", action="store_true", help="replay through the ROS node and /ask_video instead")
-    p.add_argument("--rate", type=float, default=1.0, help="--live: playback speed factor")
+    p.add_argument("--rate", type=float, default=1.0, help="--live: playback speed factor (real time only)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="--live: pace playback by the node and pause it for each question (no frame lost; "
+                        "answers equal the offline replay's with a deterministic model)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.lockstep and not args.live:
+        parser.error("--lockstep needs --live")
     try:
         qset = load_questions(args.questions or args.bag / "questions.yaml")
         policies = parse_list(args.policy)
@@ -100,16 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(policies=policies, budgets=budgets, model=args.model, topic=args.topic,
                       sample_hz=args.sample_hz, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
         if args.live:
-            from .live import evaluate_live
+            from .live import LiveError, LockstepError, evaluate_live
 
-            results = evaluate_live(args.bag, qset, rate=args.rate, **common)
+            try:
+                results = evaluate_live(args.bag, qset, rate=args.rate, lockstep=args.lockstep, **common)
+            except (LiveError, LockstepError) as exc:
+                print(f"infinipot-eval: live replay failed: {exc}", file=sys.stderr)
+                return 1
         else:
             results = evaluate_offline(args.bag, qset, record_every=args.record_every, dtype=args.dtype,
                                        device=args.device, **common)
     except (QuestionFileError, BagError, ValueError) as exc:
         print(f"infinipot-eval: error: {exc}", file=sys.stderr)
         return 2
-    meta = {"mode": "live" if args.live else "offline", "bag": str(args.bag), "model": args.model,
+    mode = ("live-lockstep" if args.lockstep else "live") if args.live else "offline"
+    meta = {"mode": mode, "bag": str(args.bag), "model": args.model,
             "sample_hz": args.sample_hz, "max_new_tokens": args.max_new_tokens}
     paths = write_report(results, args.report, meta)
     print(f"wrote {paths['json']}, {paths['md']} and plots in {args.report}")

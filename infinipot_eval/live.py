@@ -1,10 +1,20 @@
 """Live replay: the real node in its own process, the bag played to it, questions asked on /ask_video.
 
 Why besides the offline replay: it tests what a robot runs (subscriptions, QoS, the latest-wins queue, the
-worker thread, the service) and measures latency under real pacing. Questions are sent (asynchronously)
-when the player reaches their stream time, so playback never waits for an answer, as on a robot; answers
-are scored and reported exactly like the offline ones (`replay.summarise`). Memory over time comes from
-the node's `~/cache_stats`, RSS from the node process.
+worker thread, the service). Two modes:
+
+- real time (default): the bag plays with its timing × rate; questions are sent (asynchronously) when the
+  player reaches their stream time, so playback never waits for an answer, as on a robot. Latencies are
+  realistic; what the node remembers depends on what it could keep up with (its queue drops frames).
+- lockstep: playback is paced by the node (never a lost frame, checked) and pauses before each question
+  until the node has taken every frame it sampled so far (`lockstep.NodeMonitor`). The question is asked
+  at exactly the point of the stream where the offline replay asks it, so with a deterministic model the
+  answers are the offline ones: the test that the ROS path (transport, conversion, sampling, queue, worker)
+  changes nothing.
+
+Answers are scored and reported exactly like the offline ones (`replay.summarise`). Memory over time comes
+from the node's `~/cache_stats`, RSS from the node process, ingest time per frame from the worker's busy
+time in `/diagnostics` (`_ingest_ms_per_frame`).
 
 Each policy × budget gets a fresh node process with `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` and a
 `ROS_DOMAIN_ID` of its own, so parallel runs (tests, other users) do not see each other.
@@ -19,18 +29,24 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import psutil
 
 from .bagio import list_image_topics
+from .lockstep import LockstepError, NodeMonitor
 from .questions import Question, QuestionSet
-from .replay import AnswerRecord, RunResult, RunSpec, StepRecord, run_specs, summarise
+from .replay import AnswerRecord, NodeFrameSteps, RunResult, RunSpec, StepRecord, run_specs, summarise
 from .scoring import is_correct
 
-__all__ = ["LiveError", "node_command", "run_live", "evaluate_live"]
+__all__ = ["LiveError", "LockstepError", "node_command", "run_live", "evaluate_live"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: lockstep waits on ~/cache_stats, so it is published often (the node's minimum period)
+LOCKSTEP_STATS_PERIOD_S = 0.05
+#: lockstep lets the player run this many sampled frames ahead of the worker (none is ever dropped)
+LOCKSTEP_QUEUE_SIZE = 16
 
 
 class LiveError(RuntimeError):
@@ -38,14 +54,16 @@ class LiveError(RuntimeError):
 
 
 def node_command(spec: RunSpec, *, topic: str, model: str, sample_hz: float, max_new_tokens: int,
-                 stats_period_s: float = 0.25) -> list[str]:
+                 stats_period_s: float = 0.25, queue_size: int | None = None) -> list[str]:
     """The node's command line for one run (parameters as `--ros-args -p name:=value`)."""
-    params = {
+    params: dict[str, Any] = {
         "model": model, "cameras": f"['{topic}']", "policy": spec.policy,
         "budget_tokens": 0 if spec.budget is None else spec.budget, "budget_mb": 0.0,
         "sample_rate_hz": float(sample_hz), "max_answer_tokens": int(max_new_tokens),
         "stats_period_s": float(stats_period_s),
     }
+    if queue_size is not None:
+        params["queue_size"] = int(queue_size)
     cmd = [sys.executable, "-m", "infinipot_ros.node", "--ros-args"]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
@@ -65,11 +83,64 @@ def _stream(t: Any, first_stamp: float | None) -> float | None:
     return value - first_stamp if first_stamp is not None and value >= first_stamp else value
 
 
+@dataclass
+class _Asked:
+    """A question sent to /ask_video: when (stream seconds of the newest frame sent) and its reply."""
+
+    question: Question
+    asked_at_s: float
+    future: Any
+
+
+def _record(asked: _Asked, timeout_s: float, first_stamp: float | None) -> tuple[AnswerRecord, float]:
+    """Wait for one reply and score it; also returns the reply's latency_s (0 without a reply)."""
+    q, end = asked.question, time.monotonic() + timeout_s
+    while not asked.future.done() and time.monotonic() < end:
+        time.sleep(0.01)
+    resp = asked.future.result() if asked.future.done() else None
+    if resp is None or not resp.success:
+        err = "timeout" if resp is None else resp.error_message
+        return (AnswerRecord(q.id, q.question, q.time, asked.asked_at_s, q.tags, q.reference, "", False, None,
+                             None, None, None, None, error=err), 0.0 if resp is None else float(resp.latency_s))
+    return (AnswerRecord(q.id, q.question, q.time, asked.asked_at_s, q.tags, q.reference, resp.answer,
+                         is_correct(q, resp.answer), resp.time_to_first_token_s * 1e3, resp.latency_s * 1e3,
+                         int(resp.tokens_used), _stream(resp.memory_start, first_stamp),
+                         _stream(resp.memory_end, first_stamp)), float(resp.latency_s))
+
+
+def _ingest_ms_per_frame(worker: dict[str, str], answer_s: float, frames: int) -> float | None:
+    """Mean worker time per sampled frame: (worker busy time − time spent answering) / frames.
+
+    Why this estimate: CacheStats has no per-frame ingest time, and `ingest_fps` or frames_ingested over
+    wall time measure the input pacing (or lockstep waits), not the model. The worker's `busy_s` (in
+    /diagnostics) is the time it spent on work items; subtracting the answers' `latency_s` (which includes
+    any wait behind a frame, so slightly more than their worker time) leaves the frames' share. In lockstep
+    questions never wait, so it matches the offline add_frame mean closely; in real time it is a lower bound.
+    """
+    try:
+        busy = float(worker["busy_s"])
+    except (KeyError, ValueError):
+        return None
+    if frames <= 0:
+        return None
+    return max(busy - answer_s, 0.0) / frames * 1e3
+
+
 def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSpec, *, model: str,
-             sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0, startup_timeout_s: float = 120.0,
-             answer_timeout_s: float = 60.0, domain_id: int | None = None) -> RunResult:
-    """One live run: start the node, play the bag, ask on time, collect answers and cache stats."""
+             sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0, lockstep: bool = False,
+             startup_timeout_s: float = 120.0, answer_timeout_s: float = 60.0, sync_timeout_s: float = 60.0,
+             domain_id: int | None = None) -> RunResult:
+    """One live run: start the node, play the bag, ask the questions, collect answers and cache stats.
+
+    Real time (default): the bag is played with its timing × `rate` and questions are sent without pausing
+    playback, as on a robot; the node may drop frames when it falls behind (its queue is latest-wins).
+    `lockstep=True`: the bag is played as fast as the node takes it, never faster (no frame lost: checked,
+    `LockstepError` otherwise), and before a question playback pauses until the node has added every frame
+    it sampled so far to its memory; the question is answered before playback resumes. With a
+    deterministic model the answers then equal the offline replay's (`replay.replay`).
+    """
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import MultiThreadedExecutor
 
     from infinipot_ros.msg import CacheStats
@@ -79,9 +150,11 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
 
     domain = _domain_id() if domain_id is None else domain_id
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = subprocess.Popen(node_command(spec, topic=topic, model=model, sample_hz=sample_hz,
-                                         max_new_tokens=max_new_tokens), cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = node_command(spec, topic=topic, model=model, sample_hz=sample_hz, max_new_tokens=max_new_tokens,
+                       stats_period_s=LOCKSTEP_STATS_PERIOD_S if lockstep else 0.25,
+                       queue_size=LOCKSTEP_QUEUE_SIZE if lockstep else None)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     context = rclpy.Context()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     rclpy.init(context=context, domain_id=domain)
@@ -93,8 +166,10 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
     result = RunResult(spec=spec)
     stream_now = [0.0]
     node_proc = psutil.Process(proc.pid)
+    monitor = NodeMonitor()
 
     def on_stats(msg: CacheStats) -> None:
+        monitor.on_stats(msg)
         if result.cap_bytes is None and msg.kv_cap_bytes:
             result.cap_bytes = int(msg.kv_cap_bytes)
         try:
@@ -107,20 +182,43 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
         result.final_stats = {"compressions": int(msg.compressions), "tokens_evicted": int(msg.tokens_evicted),
                               "mean_compression_s": float(msg.mean_compression_s),
                               "total_compression_s": float(msg.mean_compression_s) * int(msg.compressions)}
-        result.frames_sampled = int(msg.frames_ingested)
+        result.frames_sampled = int(msg.frames_sampled)
         result.frames_rejected = int(msg.frames_rejected)
 
     node.create_subscription(CacheStats, "/infinipot/cache_stats", on_stats, 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", monitor.on_diagnostics, 10)
     client = node.create_client(AskVideo, "/ask_video")
     pending = sorted((q for q in questions if q.topic == topic), key=lambda q: q.time)
-    asked: list[tuple[Question, float, Any]] = []
+    asked: list[_Asked] = []
+    answer_s = [0.0]
+    steps = NodeFrameSteps(sample_hz)  # lockstep: what the node must have sampled so far
 
-    def ask_due(stream_s: float) -> None:
+    def send(q: Question, at: float) -> _Asked:
+        req = AskVideo.Request(question=q.question, camera="", max_new_tokens=max_new_tokens)
+        return _Asked(q, at, client.call_async(req))
+
+    def collect(a: _Asked) -> None:
+        record, latency = _record(a, answer_timeout_s, player.first_stamp)
+        result.answers.append(record)
+        answer_s[0] += latency
+
+    def ask_due(stream_s: float, _msg: Any = None) -> None:  # real time: send and go on
         stream_now[0] = stream_s
         while pending and pending[0].time < stream_s:
-            q = pending.pop(0)
-            req = AskVideo.Request(question=q.question, camera="", max_new_tokens=max_new_tokens)
-            asked.append((q, stream_s, client.call_async(req)))
+            asked.append(send(pending.pop(0), stream_s))
+
+    def ask_in_lockstep(stream_s: float) -> None:  # pause: catch up, ask, wait for the answer
+        if not (pending and pending[0].time < stream_s):
+            return
+        monitor.wait_caught_up(player.published, steps.sampled, sync_timeout_s)
+        while pending and pending[0].time < stream_s:
+            collect(send(pending.pop(0), steps.last_sampled_s))
+
+    def lockstep_hook(stream_s: float, msg: Any) -> None:
+        stream_now[0] = stream_s
+        ask_in_lockstep(stream_s)
+        steps.offer(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg)
+        monitor.wait_room(player.published, steps.sampled, sync_timeout_s)
 
     started = time.perf_counter()
     try:
@@ -130,24 +228,30 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
                 raise LiveError(f"node did not offer /ask_video (exit code {proc.poll()}):\n"
                                 f"{_drain(proc)}")
         player = BagPlayer(node, bag, [topic], rate)
-        time.sleep(1.0)  # let the node's subscription match the new publisher before the first frame
-        result.messages = player.play(before_publish=ask_due)
-        time.sleep(0.5)
-        ask_due(math.inf)
-        for q, at, future in asked:
-            end = time.monotonic() + answer_timeout_s
-            while not future.done() and time.monotonic() < end:
-                time.sleep(0.02)
-            resp = future.result() if future.done() else None
-            if resp is None or not resp.success:
-                err = "timeout" if resp is None else resp.error_message
-                result.answers.append(AnswerRecord(q.id, q.question, q.time, at, q.tags, q.reference, "", False,
-                                                   None, None, None, None, None, error=err))
-            else:
-                result.answers.append(AnswerRecord(
-                    q.id, q.question, q.time, at, q.tags, q.reference, resp.answer, is_correct(q, resp.answer),
-                    resp.time_to_first_token_s * 1e3, resp.latency_s * 1e3, int(resp.tokens_used),
-                    _stream(resp.memory_start, player.first_stamp), _stream(resp.memory_end, player.first_stamp)))
+        # frames sent before the subscription matches, or before the model is loaded, would be lost
+        if not player.wait_for_subscribers(max(deadline - time.monotonic(), 1.0)):
+            raise LiveError(f"the node did not subscribe to {topic}")
+        try:
+            monitor.wait_ready(max(deadline - time.monotonic(), 1.0))
+        except LockstepError as exc:  # the model did not load: a start-up failure in either mode
+            raise LiveError(f"node not ready: {exc}") from exc
+        if lockstep:
+            result.messages = player.play(before_publish=lockstep_hook, paced=False)
+            final = monitor.wait_caught_up(player.published, steps.sampled, sync_timeout_s)
+            ask_in_lockstep(math.inf)
+            if final.received != result.messages or final.sampled != steps.sampled:  # wait_caught_up's promise
+                raise LockstepError(f"published {result.messages}, expected {steps.sampled} sampled; node: "
+                                    f"{final.describe()}")
+        else:
+            result.messages = player.play(before_publish=ask_due)
+            time.sleep(0.5)
+            ask_due(math.inf)
+            for a in asked:
+                collect(a)
+        counters = monitor.counters
+        frames = counters.sampled if counters else 0
+        worker = _try(lambda: monitor.wait_next_worker(5.0), {})
+        result.ingest_ms_per_frame = _ingest_ms_per_frame(worker, answer_s[0], frames)
     finally:
         result.wall_s = time.perf_counter() - started
         executor.shutdown()
@@ -155,6 +259,13 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
         rclpy.shutdown(context=context)
         _stop(proc)
     return result
+
+
+def _try(fn: Callable[[], Any], default: Any) -> Any:
+    try:
+        return fn()
+    except LockstepError:
+        return default
 
 
 def _drain(proc: subprocess.Popen) -> str:
@@ -179,7 +290,7 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
 
 def evaluate_live(bag: str | Path, qset: QuestionSet, *, policies: list[str], budgets: list[int], model: str,
                   topic: str | None = None, sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0,
-                  progress: bool = True) -> list[dict[str, Any]]:
+                  lockstep: bool = False, progress: bool = True) -> list[dict[str, Any]]:
     """Every policy × budget through the live node; report entries as in the offline evaluation."""
     topic = topic or qset.bag.topic
     known = {t.topic for t in list_image_topics(bag)}
@@ -190,6 +301,6 @@ def evaluate_live(bag: str | Path, qset: QuestionSet, *, policies: list[str], bu
         if progress:
             print(f"live run {spec.label} ...", file=sys.stderr)
         run = run_live(bag, topic, list(qset.questions), spec, model=model, sample_hz=sample_hz,
-                       max_new_tokens=max_new_tokens, rate=rate)
+                       max_new_tokens=max_new_tokens, rate=rate, lockstep=lockstep)
         results.append(summarise(run))
     return results

@@ -29,8 +29,8 @@ from .bagio import iter_image_messages
 from .questions import Question
 from .scoring import is_correct
 
-__all__ = ["ReplayError", "RunSpec", "StepRecord", "AnswerRecord", "RunResult", "run_specs", "replay",
-           "summarise"]
+__all__ = ["ReplayError", "RunSpec", "StepRecord", "AnswerRecord", "RunResult", "NodeFrameSteps", "run_specs",
+           "replay", "summarise"]
 
 
 class ReplayError(RuntimeError):
@@ -105,6 +105,43 @@ class RunResult:
     frames_rejected: int = 0
     final_stats: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    #: mean ingest wall time per sampled frame when it is not measured per step (live runs); None = from steps
+    ingest_ms_per_frame: float | None = None
+
+
+class NodeFrameSteps:
+    """The node's per-message frame steps (`InfiniPotNode._on_image`): peek, convert, commit.
+
+    Why a class: the offline replay feeds what it returns to the session, and the lockstep live driver runs
+    the same steps on the messages it publishes to know exactly how many frames the node must have sampled
+    (so "caught up" is an exact count, not a guess). The order matters: a malformed frame is not committed,
+    so it does not take a good frame's sampling slot.
+    """
+
+    def __init__(self, sample_hz: float) -> None:
+        self._sampler = FrameSampler(sample_hz)
+        self.first_stamp: float | None = None
+        self.sampled = 0  # frames the node hands to its worker
+        self.rejected = 0  # frames the sampler kept but that do not convert
+        self.last_sampled_s = 0.0  # stream time of the newest sampled frame
+
+    def offer(self, stamp: float, msg: Any) -> tuple[np.ndarray | None, bool]:
+        """(RGB frame or None when not sampled or malformed, whether the stamps went backwards)."""
+        if self.first_stamp is None:
+            self.first_stamp = stamp
+        decision = self._sampler.peek(stamp)
+        if not decision.keep:
+            self._sampler.commit(stamp, decision)
+            return None, False
+        try:
+            rgb = message_to_rgb(msg)
+        except ImageConversionError:
+            self.rejected += 1
+            return None, decision.restarted
+        self._sampler.commit(stamp, decision)
+        self.sampled += 1
+        self.last_sampled_s = stamp - self.first_stamp
+        return rgb, decision.restarted
 
 
 def _rss() -> int:
@@ -138,9 +175,7 @@ def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapt
     session = StreamingSession(adapter, SessionConfig(policy=spec.policy, budget_tokens=spec.budget, **options))
     cap = session.stats().kv_cap_bytes
     result = RunResult(spec=spec, cap_bytes=cap or None)
-    sampler = FrameSampler(sample_hz)
-    first: float | None = None
-    last_fed = 0.0
+    steps = NodeFrameSteps(sample_hz)
     k = 0
     started = time.perf_counter()
     last_step: StepRecord | None = None
@@ -148,30 +183,20 @@ def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapt
         result.messages += 1
         if on_message is not None:
             on_message()
-        if first is None:
-            first = stamp
-        stream_s = stamp - first
+        stream_s = stamp - (stamp if steps.first_stamp is None else steps.first_stamp)
         while pending and pending[0].time < stream_s:
-            result.answers.append(_ask(session, pending.pop(0), last_fed, max_new_tokens))
-        # the node's order of steps: peek, convert, commit (a malformed frame does not take a good one's slot)
-        decision = sampler.peek(stamp)
-        if decision.restarted:
+            result.answers.append(_ask(session, pending.pop(0), steps.last_sampled_s, max_new_tokens))
+        rgb, restarted = steps.offer(stamp, msg)
+        if restarted:
             raise ReplayError(f"{bag_dir} {topic}: header stamps go backwards at message {result.messages}; "
                               "replay needs one monotonic stream (split the bag)")
-        if not decision.keep:
-            sampler.commit(stamp, decision)
+        result.frames_rejected = steps.rejected
+        if rgb is None:
             continue
-        try:
-            rgb = message_to_rgb(msg)
-        except ImageConversionError:
-            result.frames_rejected += 1
-            continue
-        sampler.commit(stamp, decision)
         t0 = time.perf_counter()
         session.add_frame(rgb, stream_s)
         ingest_ms = (time.perf_counter() - t0) * 1e3
         result.frames_sampled += 1
-        last_fed = stream_s
         st = session.stats()
         last_step = StepRecord(stream_s, st.kv_bytes, st.tokens_held, _rss(), st.compressions,
                                st.total_compression_s, ingest_ms)
@@ -181,7 +206,7 @@ def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapt
     if last_step is not None and (not result.steps or result.steps[-1] is not last_step):
         result.steps.append(last_step)
     while pending:
-        result.answers.append(_ask(session, pending.pop(0), last_fed, max_new_tokens))
+        result.answers.append(_ask(session, pending.pop(0), steps.last_sampled_s, max_new_tokens))
     result.final_stats = session.stats().as_dict()
     result.wall_s = time.perf_counter() - started
     return result
@@ -205,7 +230,7 @@ def summarise(result: RunResult, *, include_answers: bool = True) -> dict[str, A
             by_tag.setdefault(tag, []).append(a.correct)
     ttft = [a.ttft_ms for a in answers if a.ttft_ms is not None]
     total = [a.answer_ms for a in answers if a.answer_ms is not None]
-    ingest = [s.ingest_ms for s in result.steps]
+    ingest = [s.ingest_ms for s in result.steps if math.isfinite(s.ingest_ms)]
     stats = result.final_stats
     out: dict[str, Any] = {
         "policy": result.spec.policy,
@@ -224,7 +249,8 @@ def summarise(result: RunResult, *, include_answers: bool = True) -> dict[str, A
         "ttft_ms_p95": _p95(ttft),
         "answer_ms_mean": _mean(total),
         "answer_ms_p95": _p95(total),
-        "ingest_ms_per_frame": _mean(ingest),
+        "ingest_ms_per_frame": (result.ingest_ms_per_frame if result.ingest_ms_per_frame is not None
+                                else _mean(ingest)),
         "compressions": int(stats.get("compressions", 0)),
         "total_compression_s": float(stats.get("total_compression_s", 0.0)),
         "mean_compression_ms": float(stats.get("mean_compression_s", 0.0)) * 1e3,
