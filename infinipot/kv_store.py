@@ -304,15 +304,23 @@ class FixedKVStore(Cache):
         return self._lengths[layer_idx] + query_length, 0
 
     # --------------------------------------------------------------------------------------- shrinking
-    def truncate(self, length: int) -> None:
+    @property
+    def next_token_index(self) -> int:
+        """Id the next unstaged token would get (ids of evicted or rolled-back tokens are not reused)."""
+        return max(self._next_token)
+
+    def truncate(self, length: int, *, next_token_index: int | None = None) -> None:
         """Drop slots >= `length` in every layer (rolls back question/answer tokens). Slots below `length`
-        are not touched, so they stay bit-identical."""
+        are not touched, so they stay bit-identical. `next_token_index` also rolls back the id counter for
+        unstaged writes (the session passes its own counter so that asking leaves the whole state as before)."""
         if not 0 <= length <= min(self._lengths):
             raise ValueError(f"cannot truncate to {length}: layers hold {min(self._lengths)} tokens")
         if length < self.prefix_length:
             self.prefix_length = int(length)
         self._lengths = [int(length)] * self.num_layers
-        self._next_token = [max(self._next_token)] * self.num_layers  # ids are never reused, in any layer
+        if next_token_index is None:
+            next_token_index = max(self._next_token)  # ids are never reused, in any layer
+        self._next_token = [int(next_token_index)] * self.num_layers
         self._staged = None
         self._staged_used = [True] * self.num_layers
 

@@ -182,17 +182,28 @@ class StreamingSession:
         last = self._counters.last_stamp
         if last is not None and stamp < last:
             raise FrameError(f"stamp {stamp} is earlier than the previous frame's {last}")
+        earlier = list(self._pending)
         self._pending.append((frame.copy(), stamp))
         self._counters.frames_added += 1
         self._counters.last_stamp = stamp
         if len(self._pending) >= self.adapter.frames_per_step:
-            self._ingest_pending()
+            try:
+                self._ingest_pending()
+            except FrameError:
+                # Bad input that only the model's own preprocessing detects: reject this frame alone.
+                self._pending = earlier
+                self._counters.frames_added -= 1
+                self._counters.last_stamp = last
+                raise
 
     def _ingest_pending(self) -> None:
         """Encode the pending frames as one block, make room for it, prefill it."""
         started = time.perf_counter()
         frames = [frame for frame, _ in self._pending]
         stamps = [stamp for _, stamp in self._pending]
+        # The block is consumed even if the model fails on it (e.g. CUDA out of memory): keeping it would make
+        # every later frame fail too. `_write` has already rolled the store back; the block's frames are lost.
+        self._pending.clear()
         with torch.no_grad():
             chunk = self.adapter.encode_frames(frames)
             n = chunk.num_tokens
@@ -215,7 +226,6 @@ class StreamingSession:
         c.next_token += n
         c.next_frame_id += chunk.num_frames
         c.frames_ingested += len(frames)
-        self._pending.clear()
         c.total_ingest_s += time.perf_counter() - started
 
     def _write(
@@ -295,6 +305,7 @@ class StreamingSession:
         eos = set(self.adapter.eos_token_ids)
         generated: list[int] = []
         position, token = c.next_position, c.next_token
+        store_next_token = self.store.next_token_index
         try:
             with torch.no_grad():
                 step_ids = torch.tensor(ids, dtype=torch.long)
@@ -315,7 +326,7 @@ class StreamingSession:
                         break
                     step_ids = torch.tensor([next_id], dtype=torch.long)
         finally:
-            self.store.truncate(length)
+            self.store.truncate(length, next_token_index=store_next_token)
         memory_start, memory_end = self._memory_span()
         return Answer(
             text=self.adapter.decode([t for t in generated if t not in eos]),

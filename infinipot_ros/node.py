@@ -30,13 +30,13 @@ from typing import Any  # noqa: E402
 
 import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup  # noqa: E402
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -54,6 +54,8 @@ __all__ = ["InfiniPotNode", "main"]
 
 #: Questions that may wait for the worker at once; more are refused with "busy".
 REQUEST_QUEUE_SIZE = 8
+#: Seconds the worker status stays ERROR after a failed model call.
+MODEL_ERROR_HOLD_S = 5.0
 
 
 def seconds_to_time(seconds: float | None) -> Time:
@@ -108,7 +110,7 @@ class InfiniPotNode(Node):
                 msg_type,
                 cam.config.topic,
                 lambda msg, cam=cam: self._on_image(cam, msg),
-                qos_profile_sensor_data,
+                _image_qos(s.image_qos, s.image_qos_depth),
                 callback_group=MutuallyExclusiveCallbackGroup(),
             )
         waiting = ReentrantCallbackGroup()
@@ -222,7 +224,11 @@ class InfiniPotNode(Node):
         response.latency_s = float(result.latency_s)
         response.time_to_first_token_s = float(result.ttft_s)
         response.tokens_used = int(result.tokens_used)
-        self._publish_answer(camera, request.question, response)
+        if self.context.ok():  # at shutdown a waiting question is answered after the context is gone
+            try:
+                self._publish_answer(camera, request.question, response)
+            except Exception as err:  # noqa: BLE001 - the context went down between the check and here
+                self.get_logger().debug(f"answer not published: {err}")
         if not result.success:
             self.get_logger().info(f"question refused ({camera}): {result.error_message}")
         return response
@@ -308,10 +314,16 @@ class InfiniPotNode(Node):
             )
             diag.status.append(camera_status(health, hardware_id, worker_ok))
             cam.prev_rejected, cam.prev_ingested, cam.prev_time = rejected, ingested, now
-        diag.status.append(
-            worker_status(snap, self._worker.alive, snap.errors - self._prev_errors, hardware_id,
-                          self.settings.model)
-        )
+        status = worker_status(snap, self._worker.alive, snap.errors - self._prev_errors, hardware_id,
+                               self.settings.model)
+        if snap.last_model_error_at is not None and now - snap.last_model_error_at < MODEL_ERROR_HOLD_S:
+            # A failed model call is an ERROR (not a WARN like a refused question), held for a while so a
+            # diagnostics aggregator sampling slower than stats_period_s still sees it.
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"model error: {snap.last_model_error} -> {snap.last_recovery}"
+        status.values.append(KeyValue(key="model_errors", value=str(snap.model_errors)))
+        status.values.append(KeyValue(key="last_recovery", value=snap.last_recovery))
+        diag.status.append(status)
         self._prev_errors = snap.errors
         self._diag_pub.publish(diag)
 
@@ -320,6 +332,13 @@ class InfiniPotNode(Node):
         """Stop the worker (waiting questions get success=false; sessions saved if configured)."""
         if not self._worker.stop(timeout):
             self.get_logger().warning("worker still busy at shutdown; leaving it behind")
+
+
+def _image_qos(kind: str, depth: int) -> QoSProfile:
+    """Camera subscription QoS: the sensor-data profile, or reliable with `depth` (bag replay, tests)."""
+    if kind == "reliable":
+        return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+    return qos_profile_sensor_data
 
 
 def main(args: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ them), and `NodeSettings.from_node` reads the values into one typed object.
 
 Read-only parameters configure the model, the per-camera sessions and the subscriptions, which are built
 once at start-up; changing them at runtime would silently do nothing, so ROS refuses it. The few that can
-change at runtime (sampling rate, request timeout, stats period, image size limit) are validated by
+change at runtime (sampling rate, request timeout, stats period, image size limit, model-error policy) are validated by
 `validate_update`, which the node registers as its on-set-parameters callback.
 """
 from __future__ import annotations
@@ -115,6 +115,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_size", 4,
               "Frames waiting for the model per camera; when full the oldest is dropped (latest wins).",
               min_value=1, max_value=1000),
+    ParamSpec("image_qos", "sensor_data",
+              "QoS of the camera subscriptions: sensor_data (best effort, depth 5: the usual choice for live "
+              "cameras, late frames are dropped in transport) or reliable (reliable, depth image_qos_depth: "
+              "for bag replay or tests where every message must reach the node; needs a reliable publisher).",
+              choices=("sensor_data", "reliable")),
+    ParamSpec("image_qos_depth", 50,
+              "History depth of the camera subscriptions when image_qos is reliable.",
+              min_value=1, max_value=10000),
     ParamSpec("max_image_pixels", 8192 * 8192,
               "Largest accepted image (width x height); bigger ones are rejected as malformed.",
               read_only=False, min_value=1, max_value=1 << 31),
@@ -128,7 +136,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("policy", "infinipot", "Compression policy (InfiniPot-V or a baseline).", choices=_POLICIES),
     ParamSpec("target_ratio", 0.75, "Target size |C| after compression, as a fraction of |M|.",
               min_value=0.05, max_value=1.0),
-    ParamSpec("recent_ratio", 0.25, "Share of |C| kept for the most recent frame(s) unconditionally.",
+    ParamSpec("recent_ratio", 0.25, "Share of the frames in memory that are protected at compression: the newest "
+              "floor(frames x recent_ratio) frames are always kept and TaR compares older tokens with them.",
               min_value=0.0, max_value=1.0),
     ParamSpec("tar_share", 0.5, "Share of the kept tokens chosen by TaR (temporal redundancy); the rest "
               "by VaN (value norm).", min_value=0.0, max_value=1.0),
@@ -149,6 +158,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("session_path", "",
               "Directory to save each camera's video memory at shutdown and restore it at start-up; "
               "empty = no persistence."),
+    # --- fault handling ----------------------------------------------------------------------------
+    ParamSpec("on_model_error", "reset",
+              "What the worker does with a camera's video memory after a model call failed (e.g. CUDA out "
+              "of memory) while ingesting or answering for it: reset = start that memory afresh (its "
+              "state may be half-written); lower_budget = start it afresh with half the token budget "
+              "(frees device memory; falls back to reset when uncapped or already minimal); keep = leave "
+              "it as it is. The failed question gets success=false, /diagnostics reports ERROR, and the "
+              "node keeps serving.", read_only=False, choices=("reset", "lower_budget", "keep")),
 )
 
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}
@@ -211,6 +228,8 @@ class NodeSettings:
     cameras: list[CameraConfig]
     sample_rate_hz: float
     queue_size: int
+    image_qos: str
+    image_qos_depth: int
     max_image_pixels: int
     budget_tokens: int
     budget_mb: float
@@ -225,6 +244,7 @@ class NodeSettings:
     request_timeout_s: float
     stats_period_s: float
     session_path: str
+    on_model_error: str = "reset"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -6,7 +6,11 @@ enqueue (`frame_queue.WorkQueues`); this worker takes questions first, then fram
 itself: publishers read `snapshot()`, a copy made under a lock after each step.
 
 Failure policy: every exception is caught, logged and counted; a pending question gets ``success=False``
-with the reason; the loop keeps running. Frames the engine rejects (`FrameError`) are counted and, by the
+with the reason; the loop keeps running. An exception from a *model call* (a session's `add_frame` or
+`ask` failing with anything but the engine's input errors, e.g. ``torch.cuda.OutOfMemoryError``) is a model
+error: it is counted separately (the node reports ERROR on /diagnostics for a while) and the camera's
+memory, whose state may be half-written, is handled as the `on_model_error` parameter says (reset it,
+reset it with half the token budget, or keep it). Frames the engine rejects (`FrameError`) are counted and, by the
 engine's contract, leave the cache unchanged. Questions that waited longer than their deadline are
 answered ``success=False`` without running, so one slow answer cannot make all later ones hang.
 
@@ -15,6 +19,7 @@ the node, a test or the live-replay tool alike.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -139,6 +144,11 @@ class WorkerSnapshot:
     requests_timed_out: int = 0
     errors: int = 0
     last_error: str = ""
+    #: failed model calls, the last one, when (monotonic seconds) and what was done about it
+    model_errors: int = 0
+    last_model_error: str = ""
+    last_model_error_at: float | None = None
+    last_recovery: str = ""
     busy_s: float = 0.0
     last_ask_s: float = 0.0
 
@@ -168,6 +178,9 @@ class InferenceWorker:
             restarts=dict.fromkeys(cams, 0),
         )
         self._thread = threading.Thread(target=self._run, name="infinipot-worker", daemon=True)
+        #: the question being answered right now (read by `stop` from another thread)
+        self._current: AskRequest | None = None
+        self._stopping = threading.Event()
 
     # ----- API for the node (any thread) ----------------------------------------------------------
     def start(self) -> None:
@@ -178,7 +191,11 @@ class InferenceWorker:
 
         The thread is a daemon: a generation that cannot be interrupted does not keep the process alive.
         """
+        self._stopping.set()  # a generation in progress stops at its next model call (see _interruptible)
         self._queues.close()
+        current = self._current
+        if current is not None:  # its caller need not wait for a generation that may outlive the process
+            current.fail("node is shutting down")
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -219,6 +236,11 @@ class InferenceWorker:
                 else:
                     camera, frame = item
                     self._ingest(camera, frame)
+            except _Interrupted:  # stop() during a model call; the engine rolled the cache back
+                if isinstance(item, AskRequest):
+                    item.fail("node is shutting down")
+                elif isinstance(item, ResetRequest):
+                    item.finish((False, "node is shutting down"))
             except Exception as err:  # noqa: BLE001 - the worker must survive anything the engine does
                 self._record_error(f"{type(err).__name__}: {err}", traceback.format_exc())
                 if isinstance(item, AskRequest):
@@ -242,6 +264,9 @@ class InferenceWorker:
                 self._snap.errors += 1
                 self._snap.last_error = message
             return
+        adapters = {id(a): a for a in (getattr(x, "adapter", None) for x in self._sessions.values()) if a}
+        for adapter in adapters.values():
+            _interruptible(adapter, self._stopping)
         with self._lock:
             self._snap.state = "ready"
             self._snap.state_message = f"model {self._settings.model} loaded"
@@ -271,6 +296,7 @@ class InferenceWorker:
 
         session = self._sessions[req.camera]
         t_start = time.monotonic()
+        self._current = req
         try:
             ans = session.ask(req.question, max_new_tokens=req.max_new_tokens)
         except InfiniPotError as err:  # a question the engine refuses (too long, no frames yet, ...)
@@ -278,6 +304,14 @@ class InferenceWorker:
             with self._lock:
                 self._snap.requests_failed += 1
             return
+        except Exception as err:  # noqa: BLE001 - the model call itself failed (OOM, driver error, ...)
+            action = self._model_failed(req.camera, "answering", err)
+            req.fail(f"model error while answering: {type(err).__name__}: {err} ({action})")
+            with self._lock:
+                self._snap.requests_failed += 1
+            return
+        finally:
+            self._current = None
         done = time.monotonic()
         ok = req.finish(
             AskResult(
@@ -316,7 +350,71 @@ class InferenceWorker:
             with self._lock:
                 self._snap.frames_rejected[camera] = self._snap.frames_rejected.get(camera, 0) + 1
             self._log.warning(f"camera {camera}: frame at {frame.stamp:.3f}s rejected by the engine: {err}")
+        except Exception as err:  # noqa: BLE001 - the model call failed while ingesting
+            self._model_failed(camera, "ingesting a frame", err)
         self._refresh(camera)
+
+    def _model_failed(self, camera: str, during: str, err: Exception) -> str:
+        """Log and count a failed model call, then recover the camera's memory as `on_model_error` says.
+
+        Returns what was done, for the caller's error message. Never raises: a recovery that fails too is
+        logged, and the next model error tries again.
+        """
+        message = f"camera {camera}: model call failed while {during}: {type(err).__name__}: {err}"
+        self._log.error(f"{message}\n{traceback.format_exc()}")
+        _release_device_memory()
+        mode = self._settings.on_model_error
+        try:
+            action = self._recover(camera, mode)
+        except Exception as rec_err:  # noqa: BLE001
+            action = f"recovery '{mode}' failed: {type(rec_err).__name__}: {rec_err}"
+            self._log.error(f"camera {camera}: {action}")
+        else:
+            self._log.warning(f"camera {camera}: after the model error: {action}")
+        try:
+            self._refresh(camera)  # publishers must see the reset memory at once
+        except Exception:  # noqa: BLE001 - a half-recovered session: its stats are refreshed next time
+            pass
+        with self._lock:
+            self._snap.errors += 1
+            self._snap.last_error = message
+            self._snap.model_errors += 1
+            self._snap.last_model_error = message
+            self._snap.last_model_error_at = time.monotonic()
+            self._snap.last_recovery = action
+        return action
+
+    def _recover(self, camera: str, mode: str) -> str:
+        session = self._sessions[camera]
+        if mode == "keep":
+            return "memory kept as it was (on_model_error=keep)"
+        if mode == "lower_budget":
+            budget = getattr(session, "budget", None)
+            if budget is not None:
+                from dataclasses import replace
+
+                from infinipot.errors import BudgetError
+
+                lower = int(budget.threshold_tokens) // 2
+                config = replace(session.config, budget_tokens=lower, budget_mb=None)
+                # The old session stays alive until the new (half-size) one exists, as the fallback.
+                try:
+                    self._sessions[camera] = type(session)(session.adapter, config)
+                except BudgetError as err:  # already as small as the model allows
+                    self._sessions[camera] = session
+                    session.reset()
+                    return f"memory reset; budget kept at {budget.threshold_tokens} tokens ({err})"
+                except BaseException:
+                    self._sessions[camera] = session  # never leave the camera without a memory
+                    session.reset()
+                    raise
+                del session
+                _release_device_memory()
+                return f"memory reset with the budget lowered from {budget.threshold_tokens} to {lower} tokens"
+            session.reset()
+            return "memory reset (uncapped memory: no budget to lower)"
+        session.reset()
+        return "memory reset (on_model_error=reset)"
 
     def _reset(self, req: ResetRequest) -> None:
         dropped = self._queues.frames.clear()
@@ -349,6 +447,41 @@ class InferenceWorker:
             self._snap.state = "stopped"
 
 
+class _Interrupted(BaseException):
+    """Raised inside a model call once the worker is stopping. A BaseException so that no `except
+    Exception` on the way (engine or worker) takes it for a model error; the engine's own clean-up
+    (`except BaseException: roll back; raise` and `finally: truncate`) still runs."""
+
+
+def _interruptible(adapter: Any, stopping: threading.Event) -> None:
+    """Make the adapter's `forward` raise `_Interrupted` once `stopping` is set.
+
+    Why: an answer of thousands of tokens cannot otherwise be stopped, and a process that exits while
+    the worker thread is inside torch aborts ("terminate called without an active exception"). Checking
+    between forward calls stops generation within one step and leaves the memory consistent, so it can
+    still be saved."""
+    original = adapter.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if stopping.is_set():
+            raise _Interrupted()
+        return original(*args, **kwargs)
+
+    adapter.forward = forward
+
+
+def _release_device_memory() -> None:
+    """Give cached CUDA blocks back after a failure (an OOM often leaves the allocator fragmented)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        try:
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - best effort; the device may be in a bad state
+            pass
+
+
 # ----- engine construction and persistence (worker thread) ------------------------------------------
 
 def _session_file(directory: Path, camera: str) -> Path:
@@ -366,6 +499,10 @@ def load_sessions(settings: NodeSettings, logger: Logger | None = None) -> dict[
         device=settings.device,
         trust_remote_code=settings.trust_remote_code,
     )
+    if os.environ.get("INFINIPOT_FAULT_INJECTION"):  # reliability tests only (see fault_injection.py)
+        from .fault_injection import install_from_env
+
+        adapter = install_from_env(adapter, logger)
     config = SessionConfig(**settings.session_config_kwargs())
     sessions: dict[str, Any] = {}
     directory = Path(settings.session_path) if settings.session_path else None
