@@ -4,7 +4,21 @@ On a ROS 2 install, `colcon build` uses CMakeLists.txt instead (it also generate
 plain virtual environment made by `make setup`, CMake generates only the interfaces and this file installs
 the Python packages and console commands into `.venv/bin`.
 """
+from pathlib import Path
+
 from setuptools import setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def shipped_model_files() -> list[tuple[str, list[str]]]:
+    """models/<name>/* -> <prefix>/share/infinipot_ros/models/<name>/ (where colcon installs them too)."""
+    entries = []
+    for folder in sorted(p for p in (HERE / "models").glob("*") if p.is_dir()):
+        files = sorted(str(f.relative_to(HERE)) for f in folder.iterdir() if f.is_file())
+        entries.append((f"share/infinipot_ros/models/{folder.name}", files))
+    return entries
+
 
 setup(
     name="infinipot",  # not "infinipot_ros": that distribution name belongs to the rosidl-generated interfaces
@@ -19,6 +33,7 @@ setup(
         "infinipot_ros",
         "infinipot_eval",
     ],
+    data_files=shipped_model_files(),
     entry_points={
         "console_scripts": [
             "infinipot_node = infinipot_ros.node:main",

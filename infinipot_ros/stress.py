@@ -161,9 +161,13 @@ class _Camera:
 
 
 def _frames(count: int, height: int, width: int) -> list[np.ndarray]:
-    from .synthetic_camera import render_scene
+    """`count` frames of the synthetic world (every 2.5 s of it), resized to width x height."""
+    from PIL import Image as PILImage
 
-    return [render_scene(i * 0.25, height, width) for i in range(count)]
+    from .synthetic_camera import make_world
+
+    world = make_world(seed=0, rate_hz=4.0, size=max(height, width))
+    return [np.asarray(PILImage.fromarray(world.frame(i * 10)).resize((width, height))) for i in range(count)]
 
 
 def _encode(rgb: np.ndarray, fmt: str) -> bytes:

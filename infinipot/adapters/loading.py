@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .base import VLMAdapter
+from ..shipped import shipped_model_path
 
 __all__ = [
     "ADAPTER_REGISTRY",
@@ -116,15 +117,19 @@ def load_adapter(
     device: str = "cpu",
     trust_remote_code: bool = False,
 ) -> VLMAdapter:
-    """Load a checkpoint (local folder, hub id, or `builtin:<tiny-name>`) and wrap it in its adapter.
+    """Load a checkpoint (local folder, hub id, a shipped model's name such as "infinipot-tiny-qwen2vl", or
+    `builtin:<tiny-name>`) and wrap it in its adapter.
 
     Raises FileNotFoundError for a missing local path, ValueError for an unknown builtin name or a model
     type no adapter handles.
     """
     known_model_types()
     source = str(model_id_or_path)
+    shipped = shipped_model_path(source)
     if source.startswith(BUILTIN_PREFIX):
         path: Path | None = builtin_checkpoint(source[len(BUILTIN_PREFIX):])
+    elif shipped is not None:
+        path = shipped
     else:
         candidate = Path(source).expanduser()
         looks_local = candidate.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
