@@ -42,6 +42,7 @@ setup(
             "infinipot-demo = infinipot_ros.demo:main",
             "infinipot-bench = infinipot.bench:main",
             "infinipot-train = infinipot.train:main",
+            "infinipot-model-eval = infinipot.model_eval:main",
             "infinipot-synth = infinipot_eval.synth_cli:main",
             "infinipot-eval = infinipot_eval.eval_cli:main",
             "infinipot_bag_player = infinipot_eval.bag_player:main",

@@ -94,9 +94,10 @@ class ParamSpec:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # --- model -------------------------------------------------------------------------------------
-    ParamSpec("model", "builtin:tiny-qwen2-vl",
-              "Hugging Face model id or local path of the vision-language model, or builtin:tiny-qwen2-vl "
-              "(a tiny random Qwen2-VL for tests: its answers are meaningless)."),
+    ParamSpec("model", "infinipot-tiny-qwen2vl",
+              "Hugging Face model id or local path of the vision-language model. The default is the small "
+              "Qwen2-VL shipped in models/ (trained on the synthetic world only; see its model card); "
+              "builtin:tiny-qwen2-vl is a tiny random one for tests (meaningless answers)."),
     ParamSpec("device", "cpu", "torch device for the model, e.g. cpu, cuda, cuda:1."),
     ParamSpec("dtype", "float32", "torch dtype of the model weights and KV cache.",
               choices=("float32", "float16", "bfloat16")),

@@ -66,7 +66,10 @@ class VisualChunk:
 
 
 class VLMAdapter(ABC):
-    """One loaded vision-language model plus everything architecture-specific about streaming into it."""
+    """One loaded vision-language model plus everything architecture-specific about streaming into it.
+
+    Adapters do not choose the autograd mode: the session runs them under `torch.no_grad()`, the training
+    script (infinipot/train.py) with gradients, through the very same methods."""
 
     model: torch.nn.Module
     tokenizer: object

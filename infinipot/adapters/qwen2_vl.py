@@ -244,7 +244,6 @@ class Qwen2VLAdapter(VLMAdapter):
     def question_token_ids(self, question: str) -> list[int]:
         return self._encode_text(f"<|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n")
 
-    @torch.no_grad()
     def encode_frames(self, frames: Sequence[np.ndarray]) -> VisualChunk:
         if len(frames) == 0 or len(frames) % self.frames_per_step:
             raise FrameError(f"need a positive multiple of {self.frames_per_step} frames, got {len(frames)}")
@@ -266,7 +265,6 @@ class Qwen2VLAdapter(VLMAdapter):
             patch_index=torch.arange(per_frame, device=self.device).repeat(num_frames),
         )
 
-    @torch.no_grad()
     def text_embeds(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(token_ids.to(self.device))
 
@@ -277,7 +275,6 @@ class Qwen2VLAdapter(VLMAdapter):
         rows, cols = chunk.frame_grid
         return self.position_rule.visual(start, chunk.num_frames, rows, cols, self.device)
 
-    @torch.no_grad()
     def forward(
         self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object, logits_to_keep: int = 0
     ) -> torch.Tensor:

@@ -210,8 +210,7 @@ class SmolVLMAdapter(VLMAdapter):
         """Run the real vision tower + connector on the frames (one batch) -> (n * rows * cols, hidden)."""
         pixels = self.preprocess(frames)
         num_frames = int(pixels.shape[1])
-        with torch.no_grad():
-            out = self.model.model.get_image_features(pixel_values=pixels, return_dict=True)
+        out = self.model.model.get_image_features(pixel_values=pixels, return_dict=True)
         pooled = out.pooler_output  # a list with one (n * tokens, hidden) tensor per batch row
         embeds = torch.cat(list(pooled)) if isinstance(pooled, (list, tuple)) else pooled
         embeds = embeds.reshape(-1, embeds.shape[-1])
@@ -235,8 +234,7 @@ class SmolVLMAdapter(VLMAdapter):
     # ------------------------------------------------------------------ text / positions / forward
     def text_embeds(self, token_ids: torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.device).reshape(-1)
-        with torch.no_grad():
-            return self.model.get_input_embeddings()(ids)
+        return self.model.get_input_embeddings()(ids)
 
     def _arange(self, start: int, num_tokens: int) -> tuple[torch.Tensor, int]:
         if start < 0 or num_tokens < 0:
@@ -268,17 +266,16 @@ class SmolVLMAdapter(VLMAdapter):
         position_ids = position_ids.reshape(1, -1)
         if position_ids.shape[1] != embeds.shape[1]:
             raise ValueError(f"{position_ids.shape[1]} positions for {embeds.shape[1]} embeddings")
-        with torch.no_grad():
-            hidden = self.model.model.text_model(
-                inputs_embeds=embeds.to(device=self.device, dtype=self.dtype),
-                position_ids=position_ids.to(self.device),
-                cache=cache,
-                use_cache=cache is not None,
-                return_dict=True,
-            ).last_hidden_state
-            if logits_to_keep > 0:
-                hidden = hidden[:, -logits_to_keep:]
-            return self.model.lm_head(hidden)
+        hidden = self.model.model.text_model(
+            inputs_embeds=embeds.to(device=self.device, dtype=self.dtype),
+            position_ids=position_ids.to(self.device),
+            cache=cache,
+            use_cache=cache is not None,
+            return_dict=True,
+        ).last_hidden_state
+        if logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.model.lm_head(hidden)
 
 
 # ---------------------------------------------------------------------- tiny checkpoint

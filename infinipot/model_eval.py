@@ -1,0 +1,187 @@
+"""Held-out evaluation of a checkpoint through the streaming engine, the way the node runs it.
+
+    python -m infinipot.model_eval --model models/infinipot-tiny-qwen2vl --seeds 0-39 --seconds 60
+
+Why not teacher forcing: the shipped model must answer in the node, i.e. from frames sampled at 2 Hz by
+stamp (`FrameSampler`), prefilled block by block into a `StreamingSession`, with free greedy decoding and
+answers scored by the evaluation's own rules (`infinipot_eval.scoring.is_correct`). So this loop mirrors
+the offline replay (infinipot_eval/replay.py) on a `World` rendered in memory instead of a bag: a question
+due at time T is asked after every frame with stamp <= T has been handled.
+
+Held-out: seeds below `train_data.TRAIN_SEED_BASE` are never used for training. The default cache is FULL
+(policy "full"); `--policy infinipot --budget-tokens N` measures the compressed cache instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from infinipot_eval.question_gen import KINDS, make_questions
+from infinipot_eval.questions import Question
+from infinipot_eval.scoring import is_correct
+from infinipot_eval.world import World, WorldConfig
+from infinipot_ros.sampling import FrameSampler
+
+from .adapters.base import VLMAdapter
+from .session import SessionConfig, StreamingSession
+from .train_data import STAGES, TRAIN_SEED_BASE
+
+__all__ = ["AnswerRecord", "KindScore", "stream_and_ask", "evaluate", "main"]
+
+#: WorldConfig presets: "default" is what infinipot-synth bags use; the others are the training stages'
+WORLD_PRESETS: dict[str, WorldConfig] = {"default": WorldConfig(), **{s.name: s.config for s in STAGES}}
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    seed: int
+    question: Question
+    prediction: str
+    correct: bool
+
+
+@dataclass
+class KindScore:
+    right: int = 0
+    total: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.right / self.total if self.total else float("nan")
+
+
+@dataclass
+class EvalReport:
+    per_kind: dict[str, KindScore] = field(default_factory=dict)
+    records: list[AnswerRecord] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def add(self, record: AnswerRecord) -> None:
+        self.records.append(record)
+        score = self.per_kind.setdefault(record.question.tags[0], KindScore())
+        score.total += 1
+        score.right += int(record.correct)
+
+    def as_dict(self) -> dict[str, object]:
+        overall = KindScore(sum(s.right for s in self.per_kind.values()), sum(s.total for s in self.per_kind.values()))
+        return {
+            "per_kind": {k: {"right": s.right, "total": s.total, "accuracy": round(s.accuracy, 4)}
+                         for k, s in sorted(self.per_kind.items())},
+            "overall": {"right": overall.right, "total": overall.total, "accuracy": round(overall.accuracy, 4)},
+            "wall_s": round(self.wall_s, 1),
+        }
+
+
+def stream_and_ask(
+    adapter: VLMAdapter,
+    world: World,
+    questions: Sequence[Question],
+    *,
+    sample_hz: float = 2.0,
+    config: SessionConfig | None = None,
+    max_new_tokens: int = 8,
+) -> list[tuple[Question, str]]:
+    """Stream `world` into a fresh session at `sample_hz` and ask each question when it is due.
+
+    Only sampled frames are rendered (a world frame is a pure function of its index).
+    """
+    session = StreamingSession(adapter, config or SessionConfig(policy="full"))
+    sampler = FrameSampler(sample_hz)
+    pending = sorted(questions, key=lambda q: q.time)
+    answers: list[tuple[Question, str]] = []
+    for i in range(world.num_frames):
+        stamp = world.time(i)
+        while pending and pending[0].time < stamp:
+            q = pending.pop(0)
+            answers.append((q, session.ask(q.question, max_new_tokens).text))
+        if sampler.decide(stamp).keep:
+            session.add_frame(world.frame(i), stamp)
+    for q in pending:
+        answers.append((q, session.ask(q.question, max_new_tokens).text))
+    return answers
+
+
+def evaluate(
+    adapter: VLMAdapter,
+    seeds: Sequence[int],
+    *,
+    seconds: float = 60.0,
+    size: int = 112,
+    fps: float = 10.0,
+    world_config: WorldConfig | None = None,
+    kinds: Sequence[str] = KINDS,
+    config: SessionConfig | None = None,
+    sample_hz: float = 2.0,
+    per_checkpoint: int = 2,
+) -> EvalReport:
+    """Accuracy per question kind over the held-out worlds `seeds` (each must be < TRAIN_SEED_BASE)."""
+    leaked = [s for s in seeds if s >= TRAIN_SEED_BASE]
+    if leaked:
+        raise ValueError(f"seeds {leaked[:5]} are in the training range (>= {TRAIN_SEED_BASE})")
+    report = EvalReport()
+    started = time.perf_counter()
+    for seed in seeds:
+        world = World(seed=seed, seconds=seconds, fps=fps, size=size, config=world_config or WorldConfig())
+        questions = make_questions(world, kinds=tuple(kinds), per_checkpoint=per_checkpoint)
+        for q, text in stream_and_ask(adapter, world, questions, sample_hz=sample_hz, config=config):
+            report.add(AnswerRecord(seed, q, text, is_correct(q, text)))
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _seeds(spec: str) -> list[int]:
+    """"0-39" or "3,5,9" -> list of ints."""
+    out: list[int] = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .adapters.loading import load_adapter
+
+    p = argparse.ArgumentParser(prog="infinipot-model-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="models/infinipot-tiny-qwen2vl")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seeds", default="0-39", help=f"held-out world seeds (< {TRAIN_SEED_BASE}), e.g. 0-39 or 3,5")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--size", type=int, default=112, help="rendered frame size (the adapter resizes)")
+    p.add_argument("--world", choices=sorted(WORLD_PRESETS), default="default")
+    p.add_argument("--policy", default="full")
+    p.add_argument("--budget-tokens", type=int, default=None)
+    p.add_argument("--show", type=int, default=0, help="print this many wrong answers")
+    p.add_argument("--json", default=None, help="write the report here")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    adapter = load_adapter(args.model, device=args.device)
+    config = SessionConfig(policy=args.policy, budget_tokens=args.budget_tokens)
+    report = evaluate(adapter, _seeds(args.seeds), seconds=args.seconds, size=args.size,
+                      world_config=WORLD_PRESETS[args.world], config=config)
+    summary = report.as_dict()
+    summary["settings"] = {k: v for k, v in vars(args).items() if k not in ("show", "json")}
+    for kind, score in summary["per_kind"].items():
+        print(f"{kind:9s} {score['right']:4d}/{score['total']:<4d} {score['accuracy']:.3f}")
+    print(f"{'overall':9s} {summary['overall']['right']:4d}/{summary['overall']['total']:<4d} "
+          f"{summary['overall']['accuracy']:.3f}  ({summary['wall_s']} s)")
+    wrong = [r for r in report.records if not r.correct][: args.show]
+    for r in wrong:
+        print(f"  seed {r.seed} t={r.question.time:6.2f} {r.question.question!r} -> {r.prediction!r} "
+              f"(want {list(r.question.answers)})")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(summary, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
