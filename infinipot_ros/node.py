@@ -156,7 +156,7 @@ class InfiniPotNode(Node):
         cam.last_frame_wall = time.monotonic()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         decision = cam.sampler.peek(stamp)
-        if not decision.keep:
+        if not decision.keep and not self.settings.validate_all_frames:
             cam.sampler.commit(stamp, decision)
             cam.sampler_dropped += 1
             return
@@ -168,6 +168,10 @@ class InfiniPotNode(Node):
             self.get_logger().warning(
                 f"camera {cam.config.name}: malformed image dropped: {err}", throttle_duration_sec=2.0
             )
+            return
+        if not decision.keep:  # validated only (validate_all_frames), not sampled
+            cam.sampler.commit(stamp, decision)
+            cam.sampler_dropped += 1
             return
         cam.sampler.commit(stamp, decision)
         cam.sampled += 1

@@ -116,6 +116,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_size", 4,
               "Frames waiting for the model per camera; when full the oldest is dropped (latest wins).",
               min_value=1, max_value=1000),
+    ParamSpec("validate_all_frames", False,
+              "Convert every received image, not only the sampled ones, so malformed messages between "
+              "sampling slots are counted too (costs one decode per message; for audits and stress tests).",
+              read_only=False),
     ParamSpec("image_qos", "sensor_data",
               "QoS of the camera subscriptions: sensor_data (best effort, depth 5: the usual choice for live "
               "cameras, late frames are dropped in transport) or reliable (reliable, depth image_qos_depth: "
@@ -229,6 +233,7 @@ class NodeSettings:
     cameras: list[CameraConfig]
     sample_rate_hz: float
     queue_size: int
+    validate_all_frames: bool
     image_qos: str
     image_qos_depth: int
     max_image_pixels: int
