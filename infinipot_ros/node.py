@@ -354,7 +354,11 @@ def main(args: list[str] | None = None) -> int:
         print(f"[infinipot] cannot start: {type(err).__name__}: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=4)
+    # Each /ask_video call holds a thread while it waits for the worker, and up to REQUEST_QUEUE_SIZE can
+    # wait at once: with fewer threads, waiting questions starve the camera callbacks (seen under load as a
+    # stalled node, its executor spinning on pending futures). One thread per camera and two for timers and
+    # ~/reset on top.
+    executor = MultiThreadedExecutor(num_threads=REQUEST_QUEUE_SIZE + len(node.settings.cameras) + 2)
     executor.add_node(node)
     try:
         executor.spin()
