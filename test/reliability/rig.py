@@ -29,7 +29,9 @@ class NodeRig:
         self.domain = rel.domain_id(offset)
         topics = ["/rel/raw/image_raw"] + (["/rel/comp/image_raw/compressed"] if compressed else [])
         names = ["raw"] + (["comp"] if compressed else [])
-        args = ["-p", f"cameras:={topics}", "-p", f"camera_names:={names}", "-p", "stats_period_s:=0.2",
+        # the untrained tiny model: it generates up to max tokens, which the busy-node tests rely on
+        args = ["-p", "model:=builtin:tiny-qwen2-vl",
+                "-p", f"cameras:={topics}", "-p", f"camera_names:={names}", "-p", "stats_period_s:=0.2",
                 "-p", "sample_rate_hz:=0.0", *params]
         self.node = rel.NodeProcess(args, self.domain, env=env)
         self.ros = rel.RosClient(self.domain)

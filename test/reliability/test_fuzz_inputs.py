@@ -428,6 +428,8 @@ def plausible_updates(draw: st.DrawFn) -> Any:
     if spec.choices:
         value = ParameterValue(type=ParameterType.PARAMETER_STRING,
                                string_value=draw(st.one_of(st.sampled_from(spec.choices), st.text(max_size=6))))
+    elif isinstance(spec.default, bool):
+        value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=draw(st.booleans()))
     elif isinstance(spec.default, float):
         lo, hi = float(spec.min_value), float(spec.max_value)
         value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=draw(st.one_of(

@@ -30,6 +30,8 @@ QUEUE = 2
 #: An answer this long keeps the worker busy for about a second (the untrained model never stops early).
 LONG_ANSWER = 2000
 NODE_ARGS = [
+    # the untrained tiny model: it answers up to max tokens, which the slow-worker tests rely on
+    "-p", "model:=builtin:tiny-qwen2-vl",
     "-p", "cameras:=['/test/raw/image_raw', '/test/comp/image_raw/compressed']",
     "-p", "camera_names:=['raw', 'comp']",
     "-p", "sample_rate_hz:=0.0",
