@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", type=Path, help="question file (default: BAG/questions.yaml)")
     p.add_argument("--policy", default="full,infinipot,sliding_window", help="comma-separated policies")
     p.add_argument("--budget", default="128,256", help="comma-separated threshold budgets |M| in tokens")
-    p.add_argument("--report", type=Path, required=True, help="output directory")
+    p.add_argument("--report", type=Path, default=None,
+                   help="output directory (default: report/ inside the bag directory)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model id, local path or builtin:<tiny-name>")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="cpu")
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = ("live-lockstep" if args.lockstep else "live") if args.live else "offline"
     meta = {"mode": mode, "bag": str(args.bag), "model": args.model,
             "sample_hz": args.sample_hz, "max_new_tokens": args.max_new_tokens}
+    if args.report is None:
+        args.report = Path(args.bag) / "report"
     paths = write_report(results, args.report, meta)
     print(f"wrote {paths['json']}, {paths['md']} and plots in {args.report}")
     return 0

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infinipot-synth", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seconds", type=float, required=True, help="stream length")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0, help="world seed (default 0); same seed, same bag")
     p.add_argument("--out", type=Path, required=True, help="new rosbag2 directory")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--fps", type=float, default=10.0)
