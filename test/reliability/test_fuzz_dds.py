@@ -7,6 +7,7 @@ questions, and wrong parameter updates through the parameter service. Ends with 
 from __future__ import annotations
 
 import signal
+import time
 
 import numpy as np
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -21,9 +22,15 @@ BATCH = 80  # per camera
 
 
 def test_malformed_batch_over_dds(rel) -> None:  # noqa: ANN001
-    rig = rel.NodeRig(rel, 81, ["-p", "budget_tokens:=256", "-p", "max_question_chars:=300"], compressed=True)
+    # reliable image QoS: this test counts every message, so none may be dropped in transport
+    rig = rel.NodeRig(rel, 81, ["-p", "budget_tokens:=256", "-p", "max_question_chars:=300",
+                                "-p", "image_qos:=reliable"], compressed=True)
     try:
         rig.wait_ready()
+        deadline = time.monotonic() + 30.0  # messages published before the subscriptions match are lost
+        while (rig.raw_pub.get_subscription_count() < 1 or rig.comp_pub.get_subscription_count() < 1) \
+                and time.monotonic() < deadline:
+            rig.ros.spin_for(0.05)
         base = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
         raw_pool = _malformed_pool(False, base, BATCH, seed=1)
         comp_pool = _malformed_pool(True, base, BATCH, seed=2)
