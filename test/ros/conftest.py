@@ -6,6 +6,8 @@ handed out through the `harness` fixture (tests cannot import conftest under imp
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import signal
 import subprocess
@@ -14,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
 
 import pytest
 
@@ -64,50 +65,14 @@ class NodeProcess:
         return self.proc.returncode, elapsed, out
 
 
-class RosClient:
-    """An rclpy node in its own context in the pytest process, spun by hand."""
+def _load_shared_ros_client() -> type:
+    spec = importlib.util.spec_from_file_location("ros_client", Path(__file__).parents[1] / "ros_client.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.RosClient
 
-    def __init__(self, domain: int, name: str = "infinipot_test_client") -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
 
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.received: dict[str, list[Any]] = {}
-
-    def subscribe(self, msg_type: Any, topic: str, qos: Any = 10) -> list[Any]:
-        box = self.received.setdefault(topic, [])
-        self.node.create_subscription(msg_type, topic, box.append, qos)
-        return box
-
-    def spin_until(self, predicate: Callable[[], Any], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            self.executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
-    def spin_for(self, seconds: float) -> None:
-        self.spin_until(lambda: False, seconds)
-
-    def call(self, client: Any, request: Any, timeout: float = 30.0) -> Any:
-        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
-        future = client.call_async(request)
-        self.spin_until(future.done, timeout)
-        assert future.done(), f"no response from {client.srv_name} within {timeout}s"
-        return future.result()
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
+RosClient = functools.partial(_load_shared_ros_client(), name="infinipot_test_client", qos=10, timeout=30.0)
 
 
 @pytest.fixture(scope="session")
