@@ -210,6 +210,10 @@ class TrainSettings:
     kinds: str = ""
     #: start from the weights of this checkpoint.pt (fresh optimizer and schedule): a fine-tune
     init_from: str = ""
+    #: fixed stage mix, e.g. "1,2,4" for single,few,long ("" = the curriculum of train_data.stage_weights)
+    stage_weights: str = ""
+    #: share of "no" presence questions rewritten into hard negatives (a seen colour on another shape)
+    hard_negatives: float = 0.0
 
 
 def _progress(step: int, elapsed_s: float, settings: TrainSettings) -> float:
@@ -281,7 +285,9 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
     if settings.init_from and not (resume and (out / CHECKPOINT_NAME).is_file()):
         model.load_state_dict(torch.load(settings.init_from, map_location=device, weights_only=False)["model"])
         print(f"initialised from {settings.init_from}", flush=True)
-    stream = ExampleStream(settings.seed, stages, sample_hz=SAMPLE_HZ, frames_per_step=adapter.frames_per_step)
+    fixed = [float(w) for w in settings.stage_weights.split(",")] if settings.stage_weights else None
+    stream = ExampleStream(settings.seed, stages, sample_hz=SAMPLE_HZ, frames_per_step=adapter.frames_per_step,
+                           fixed_weights=fixed, hard_negative_share=settings.hard_negatives)
     batch_rng = np.random.default_rng([settings.seed, 7])
     step, history, elapsed_before = 0, [], 0.0
     checkpoint = out / CHECKPOINT_NAME
@@ -407,6 +413,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="time budget: the schedule (curriculum, LR decay) ends by then even if --steps is not reached")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--kinds", default="", help="train only these question kinds, e.g. colour,presence")
+    p.add_argument("--stage-weights", default="",
+                   help="fixed mix of the stages single,few,long, e.g. 1,2,4 (default: the curriculum)")
+    p.add_argument("--hard-negatives", type=float, default=0.0,
+                   help="share of 'no' presence questions turned into a seen colour on an unseen shape")
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights")
     p.add_argument("--export", default=None, help=f"export the trained model here (e.g. {DEFAULT_EXPORT})")
     p.add_argument("--export-only", action="store_true", help="skip training; export OUT's checkpoint")
@@ -425,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = TrainSettings(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              warmup=args.warmup, seed=args.seed, device=args.device, threads=args.threads,
                              save_every=args.save_every, log_every=args.log_every, max_minutes=args.max_minutes,
-                             kinds=args.kinds, init_from=args.init_from)
+                             kinds=args.kinds, init_from=args.init_from, stage_weights=args.stage_weights,
+                             hard_negatives=args.hard_negatives)
     size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                      intermediate=args.intermediate, vision_dim=args.vision_dim, vision_depth=args.vision_depth)
     adapter, summary = train(settings, resume=args.resume, size=size)

@@ -21,7 +21,7 @@ so no evaluation world is ever trained on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "ask_times",
     "world_examples",
     "stage_weights",
+    "harden_presence",
     "ExampleStream",
     "length_batches",
 ]
@@ -109,6 +110,32 @@ def ask_times(world: World, rng: np.random.Generator, per_gap: int = 2, settle_s
     return sorted(times)
 
 
+def harden_presence(world: World, questions: list, rng: np.random.Generator, share: float) -> list:
+    """Rewrite a `share` of the "no" presence questions into hard negatives: a colour seen so far on a shape
+    never seen in that colour ("Did you see a red cube?" after a red star).
+
+    Why: the evaluation's "no" questions name a random unseen pair, and in a one-object training clip that
+    pair almost always has an unseen colour, so colour alone answers it and nothing teaches shape. In
+    longer streams most wrong answers were the colour of another event (the wrong shape matched). A hard
+    negative can only be answered by looking at the shape, so it trains exactly that, on short clips.
+    """
+    if share <= 0.0:
+        return questions
+    cfg = world.config
+    out = []
+    for q in questions:
+        if q.kind == "presence" and q.answers[:1] == ("no",) and rng.random() < share:
+            past = world.events_before(q.time)
+            seen = {e.name for e in past}
+            hard = sorted({f"{e.colour} {s}" for e in past for s in cfg.shapes} - seen)
+            if hard:
+                name = hard[int(rng.integers(len(hard)))]
+                article = "an" if name[0] in "aeiou" else "a"
+                q = replace(q, question=f"Did you see {article} {name}?", tags=(q.kind, *q.tags[1:], "hard_negative"))
+        out.append(q)
+    return out
+
+
 def world_examples(
     seed: int,
     stage: Stage,
@@ -118,6 +145,7 @@ def world_examples(
     frames_per_step: int = 2,
     rng: np.random.Generator | None = None,
     max_questions: int | None = None,
+    hard_negative_share: float = 0.0,
 ) -> list[Example]:
     """All (or `max_questions` random) questions about the world `seed` of `stage`, each with its frames."""
     rng = rng if rng is not None else np.random.default_rng(seed)
@@ -125,6 +153,7 @@ def world_examples(
     size = int(stage.sizes[int(rng.integers(len(stage.sizes)))])
     world = World(seed=seed, seconds=seconds, fps=fps, size=size, config=stage.config)
     questions = make_questions(world, kinds=stage.kinds, per_checkpoint=2, times=ask_times(world, rng))
+    questions = harden_presence(world, questions, rng, hard_negative_share)
     if max_questions is not None and len(questions) > max_questions:
         picks = rng.choice(len(questions), size=max_questions, replace=False)
         questions = [questions[int(k)] for k in sorted(picks)]
@@ -170,13 +199,21 @@ class ExampleStream:
     """
 
     def __init__(self, seed: int, stages: Sequence[Stage] = STAGES, *, sample_hz: float = 2.0,
-                 fps: float = 10.0, frames_per_step: int = 2, questions_per_world: int = 3) -> None:
+                 fps: float = 10.0, frames_per_step: int = 2, questions_per_world: int = 3,
+                 fixed_weights: Sequence[float] | None = None, hard_negative_share: float = 0.0) -> None:
         self.seed = int(seed)
         self.stages = tuple(stages)
         self.sample_hz = sample_hz
         self.fps = fps
         self.frames_per_step = frames_per_step
         self.questions_per_world = questions_per_world
+        #: stage mix for the whole run instead of the curriculum (a fine-tune that has the basics already)
+        self.fixed_weights = None
+        if fixed_weights is not None:
+            if len(fixed_weights) != len(self.stages) or min(fixed_weights) < 0 or sum(fixed_weights) <= 0:
+                raise ValueError(f"fixed_weights needs {len(self.stages)} non-negative weights, got {fixed_weights}")
+            self.fixed_weights = [w / sum(fixed_weights) for w in fixed_weights]
+        self.hard_negative_share = float(hard_negative_share)
         self.worlds = 0  # worlds drawn so far
 
     def state(self) -> dict:
@@ -192,12 +229,13 @@ class ExampleStream:
             index = self.worlds
             self.worlds += 1
             rng = np.random.default_rng([self.seed, index])
-            weights = stage_weights(progress, len(self.stages))
+            weights = self.fixed_weights or stage_weights(progress, len(self.stages))
             stage = self.stages[int(rng.choice(len(self.stages), p=weights))]
             world_seed = TRAIN_SEED_BASE + self.seed * 100_000_000 + index
             examples = world_examples(world_seed, stage, sample_hz=self.sample_hz, fps=self.fps,
                                       frames_per_step=self.frames_per_step, rng=rng,
-                                      max_questions=self.questions_per_world)
+                                      max_questions=self.questions_per_world,
+                                      hard_negative_share=self.hard_negative_share)
             if examples:
                 return examples
 

@@ -1,0 +1,65 @@
+"""Training data: hard presence negatives, a fixed stage mix, and a stream that resumes exactly."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from infinipot.train_data import STAGES, ExampleStream, harden_presence
+from infinipot_eval.question_gen import make_questions
+from infinipot_eval.world import World
+
+
+def _world_with_events(min_events: int) -> World:
+    for seed in range(1_000_000, 1_000_200):
+        world = World(seed=seed, seconds=40.0, fps=10.0, size=56, config=STAGES[1].config)
+        if len(world.events) >= min_events:
+            return world
+    raise AssertionError("no world with enough events")
+
+
+def test_hard_negatives_name_a_seen_colour_on_an_unseen_shape() -> None:
+    world = _world_with_events(3)
+    questions = make_questions(world, kinds=("presence",), per_checkpoint=2)
+    hardened = harden_presence(world, questions, np.random.default_rng(0), share=1.0)
+    assert len(hardened) == len(questions)
+    rewritten = 0
+    for before, after in zip(questions, hardened):
+        assert after.answers == before.answers and after.time == before.time
+        if before.answers[0] == "yes":
+            assert after == before
+            continue
+        past = world.events_before(after.time)
+        words = after.question.rstrip("?").split()
+        colour, shape = words[-2], words[-1]
+        assert f"{colour} {shape}" not in {e.name for e in past}, "a hard negative must still be a 'no'"
+        if after != before:
+            rewritten += 1
+            assert colour in {e.colour for e in past}
+            assert "hard_negative" in after.tags
+    assert rewritten > 0
+
+
+def test_share_zero_leaves_questions_alone() -> None:
+    world = _world_with_events(2)
+    questions = make_questions(world, per_checkpoint=2)
+    assert harden_presence(world, questions, np.random.default_rng(1), share=0.0) == questions
+
+
+def test_fixed_weights_override_the_curriculum() -> None:
+    stream = ExampleStream(4, fixed_weights=[0, 0, 1])
+    stages = Counter(e.stage for e in stream.take(30, progress=0.0))
+    assert set(stages) == {"long"}, stages  # the curriculum would give only "single" at progress 0
+    with pytest.raises(ValueError):
+        ExampleStream(4, fixed_weights=[1, 1])
+
+
+def test_stream_resumes_with_the_same_examples() -> None:
+    first = ExampleStream(9, hard_negative_share=0.5)
+    first.take(10, progress=0.5)
+    state = first.state()
+    expected = [(e.question, e.answer, len(e.frames)) for e in first.take(10, progress=0.5)]
+    second = ExampleStream(0, hard_negative_share=0.5)
+    second.restore(state)
+    assert [(e.question, e.answer, len(e.frames)) for e in second.take(10, progress=0.5)] == expected
