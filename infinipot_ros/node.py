@@ -7,7 +7,9 @@ Threading, chosen on purpose:
   several questions can wait at once without holding up subscriptions or timers;
 - the stats timer has its own group, so statistics keep flowing while questions wait;
 - the model itself lives on one `InferenceWorker` thread (see worker.py), fed by bounded queues.
-A `MultiThreadedExecutor` runs the callbacks.
+A `BoundedThreadsExecutor` (executor.py) runs the callbacks: rclpy's MultiThreadedExecutor busy-spins once
+all its threads are blocked, which starved the cameras under load; `executor_threads` sizes the pool so
+the blocking callbacks can never take every thread.
 
 Shutdown on SIGINT/SIGTERM: rclpy's signal handlers shut the context down, `spin` returns, the worker is
 stopped (waiting callers are answered), and the process exits within a few seconds without a traceback.
@@ -34,7 +36,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # n
 from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup  # noqa: E402
 from rclpy._rclpy_pybind11 import RCLError  # noqa: E402
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
@@ -45,6 +47,7 @@ from infinipot_ros.msg import CacheStats, VideoAnswer  # noqa: E402
 from infinipot_ros.srv import AskVideo  # noqa: E402
 
 from .conversion import ImageConversionError, message_to_rgb  # noqa: E402
+from .executor import BoundedThreadsExecutor  # noqa: E402
 from .diagnostics import CameraHealth, camera_status, worker_status  # noqa: E402
 from .frame_queue import WorkQueues  # noqa: E402
 from .parameters import CameraConfig, NodeSettings, declare_parameters, validate_update  # noqa: E402
@@ -55,6 +58,11 @@ __all__ = ["InfiniPotNode", "main"]
 
 #: Questions that may wait for the worker at once; more are refused with "busy".
 REQUEST_QUEUE_SIZE = 8
+#: Service requests DDS holds for the node before a callback takes them. rclpy's default service QoS keeps
+#: only the last 10, so in a burst of questions the older ones were overwritten in transport and their
+#: callers never got a reply (seen with 30 concurrent calls). Deep enough for bursts from many clients;
+#: every request that reaches a callback is answered or refused with "busy".
+SERVICE_QUEUE_DEPTH = 256
 #: Seconds the worker status stays ERROR after a failed model call.
 MODEL_ERROR_HOLD_S = 5.0
 
@@ -115,8 +123,10 @@ class InfiniPotNode(Node):
                 callback_group=MutuallyExclusiveCallbackGroup(),
             )
         waiting = ReentrantCallbackGroup()
-        self.create_service(AskVideo, "/ask_video", self._on_ask, callback_group=waiting)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=waiting)
+        service_qos = QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
+                                 history=HistoryPolicy.KEEP_LAST)
+        self.create_service(AskVideo, "/ask_video", self._on_ask, qos_profile=service_qos, callback_group=waiting)
+        self.create_service(Trigger, "~/reset", self._on_reset, qos_profile=service_qos, callback_group=waiting)
         self._answers_pub = self.create_publisher(VideoAnswer, "~/answers", 10)
         self._stats_pub = self.create_publisher(CacheStats, "~/cache_stats", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -339,6 +349,17 @@ class InfiniPotNode(Node):
             self.get_logger().warning("worker still busy at shutdown; leaving it behind")
 
 
+def executor_threads(cameras: int) -> int:
+    """Threads of the node's executor: enough that the callbacks that block can never take them all.
+
+    /ask_video and ~/reset callbacks block while the worker answers; at most REQUEST_QUEUE_SIZE wait in the
+    queue plus one being answered (more are refused at once, see `_on_ask`). On top: one thread per camera
+    (each camera's callback group runs one callback at a time), one for the stats timer and one for the
+    quick replies (refusals, parameter services). With fewer, questions could starve the cameras.
+    """
+    return REQUEST_QUEUE_SIZE + 1 + cameras + 2
+
+
 def _image_qos(kind: str, depth: int) -> QoSProfile:
     """Camera subscription QoS: the sensor-data profile, or reliable with `depth` (bag replay, tests)."""
     if kind == "reliable":
@@ -355,11 +376,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"[infinipot] cannot start: {type(err).__name__}: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    # Each /ask_video call holds a thread while it waits for the worker, and up to REQUEST_QUEUE_SIZE can
-    # wait at once: with fewer threads, waiting questions starve the camera callbacks (seen under load as a
-    # stalled node, its executor spinning on pending futures). One thread per camera and two for timers and
-    # ~/reset on top.
-    executor = MultiThreadedExecutor(num_threads=REQUEST_QUEUE_SIZE + len(node.settings.cameras) + 2)
+    executor = BoundedThreadsExecutor(num_threads=executor_threads(len(node.settings.cameras)))
     executor.add_node(node)
     try:
         executor.spin()
