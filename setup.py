@@ -45,6 +45,7 @@ setup(
             "infinipot-model-eval = infinipot.model_eval:main",
             "infinipot-synth = infinipot_eval.synth_cli:main",
             "infinipot-eval = infinipot_eval.eval_cli:main",
+            "infinipot-eval-suite = infinipot_eval.suite:main",
             "infinipot_bag_player = infinipot_eval.bag_player:main",
             "infinipot-stress = infinipot_ros.stress:main",
         ]

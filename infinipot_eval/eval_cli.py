@@ -1,7 +1,7 @@
 """`infinipot-eval`: replay a rosbag through each policy × budget, ask the questions, write a report.
 
     infinipot-eval --bag DIR --questions DIR/questions.yaml --policy full,infinipot,sliding_window \
-                   --budget 64,128,256 --report out/eval [--model builtin:tiny-qwen2-vl] [--sample-hz 2] \
+                   --budget 64,128,256 --report out/eval [--model infinipot-tiny-qwen2vl] [--sample-hz 2] \
                    [--max-new-tokens 16] [--topic /camera/image_raw] [--record-every 1]
     infinipot-eval --live ... [--rate 1.0]   # same, but through the ROS node and /ask_video (live.py)
     infinipot-eval --live --lockstep ...     # live, paced by the node: the offline answers, exactly
@@ -19,13 +19,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from infinipot.shipped import DEFAULT_MODEL  # the node's default: the shipped trained model
+
 from .bagio import BagError, list_image_topics
 from .questions import QuestionFileError, QuestionSet, load_questions
 from .report import write_report
 
 __all__ = ["main", "evaluate_offline", "parse_list"]
-
-DEFAULT_MODEL = "builtin:tiny-qwen2-vl"
 
 # As in the node (infinipot_ros/node.py), before torch is imported: busy-waiting OpenMP threads starve
 # everything else on a small shared CPU, which made offline ingest times ~10x the node's on 2 cores.
