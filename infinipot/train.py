@@ -100,9 +100,10 @@ def build_model(tokenizer, size: ModelSize = ModelSize(), seed: int = 0) -> torc
     return Qwen2VLForConditionalGeneration(config)
 
 
-def build_adapter(model: torch.nn.Module, tokenizer, name: str = "infinipot-tiny-qwen2vl") -> Qwen2VLAdapter:
+def build_adapter(model: torch.nn.Module, tokenizer, name: str = "infinipot-tiny-qwen2vl",
+                  frame_size: int = FRAME_SIZE) -> Qwen2VLAdapter:
     """The engine's adapter around the model being trained (frame size and fps as the export will say)."""
-    return Qwen2VLAdapter(model, tokenizer, name=name, frame_size=FRAME_SIZE, fps=SAMPLE_HZ)
+    return Qwen2VLAdapter(model, tokenizer, name=name, frame_size=frame_size, fps=SAMPLE_HZ)
 
 
 def _frame_view(chunk: VisualChunk, frame: int) -> VisualChunk:
@@ -214,6 +215,8 @@ class TrainSettings:
     stage_weights: str = ""
     #: share of "no" presence questions rewritten into hard negatives (a seen colour on another shape)
     hard_negatives: float = 0.0
+    #: square frame side the model sees (a multiple of 28: 14-px patches merged 2x2); 56 -> 4 tokens/frame
+    frame_size: int = FRAME_SIZE
 
 
 def _progress(step: int, elapsed_s: float, settings: TrainSettings) -> float:
@@ -273,7 +276,9 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
     device = torch.device(settings.device)
     tokenizer = build_tokenizer(list(EXTRA_WORDS))
     model = build_model(tokenizer, size, seed=settings.seed).to(device)
-    adapter = build_adapter(model, tokenizer)
+    if settings.frame_size <= 0 or settings.frame_size % 28:
+        raise ValueError(f"frame size must be a positive multiple of 28, got {settings.frame_size}")
+    adapter = build_adapter(model, tokenizer, frame_size=settings.frame_size)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
                                   betas=(0.9, 0.98))
@@ -376,7 +381,8 @@ def load_trained(out: str | Path, device: str = "cpu") -> tuple[Qwen2VLAdapter, 
     state = torch.load(out / CHECKPOINT_NAME, map_location=device, weights_only=False)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    return build_adapter(model, tokenizer), state
+    frame_size = int(meta["train"].get("frame_size", FRAME_SIZE))
+    return build_adapter(model, tokenizer, frame_size=frame_size), state
 
 
 def export(adapter: Qwen2VLAdapter, target: str | Path, provenance: dict | None = None) -> Path:
@@ -392,7 +398,8 @@ def export(adapter: Qwen2VLAdapter, target: str | Path, provenance: dict | None 
     adapter.tokenizer.save_pretrained(target)
     GenerationConfig(eos_token_id=[special["eos"], special["pad"]], pad_token_id=special["pad"],
                      do_sample=False).save_pretrained(target)
-    write_infinipot_json(target, frame_size=[FRAME_SIZE, FRAME_SIZE], fps=SAMPLE_HZ, builder="infinipot.train",
+    side = int(adapter.frame_size[0] if isinstance(adapter.frame_size, (tuple, list)) else adapter.frame_size)
+    write_infinipot_json(target, frame_size=[side, side], fps=SAMPLE_HZ, builder="infinipot.train",
                          **(provenance or {}))
     return target
 
@@ -417,6 +424,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="fixed mix of the stages single,few,long, e.g. 1,2,4 (default: the curriculum)")
     p.add_argument("--hard-negatives", type=float, default=0.0,
                    help="share of 'no' presence questions turned into a seen colour on an unseen shape")
+    p.add_argument("--frame-size", type=int, default=FRAME_SIZE,
+                   help="square frame side in px the model sees (multiple of 28; 56 = 4 tokens per frame)")
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights")
     p.add_argument("--export", default=None, help=f"export the trained model here (e.g. {DEFAULT_EXPORT})")
     p.add_argument("--export-only", action="store_true", help="skip training; export OUT's checkpoint")
@@ -436,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              warmup=args.warmup, seed=args.seed, device=args.device, threads=args.threads,
                              save_every=args.save_every, log_every=args.log_every, max_minutes=args.max_minutes,
                              kinds=args.kinds, init_from=args.init_from, stage_weights=args.stage_weights,
-                             hard_negatives=args.hard_negatives)
+                             hard_negatives=args.hard_negatives, frame_size=args.frame_size)
     size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                      intermediate=args.intermediate, vision_dim=args.vision_dim, vision_depth=args.vision_depth)
     adapter, summary = train(settings, resume=args.resume, size=size)
