@@ -215,6 +215,8 @@ class TrainSettings:
     stage_weights: str = ""
     #: share of "no" presence questions rewritten into hard negatives (a seen colour on another shape)
     hard_negatives: float = 0.0
+    #: share of ask times that also get a training-only "What shape was the <colour> object?"
+    shape_questions: float = 0.0
     #: square frame side the model sees (a multiple of 28: 14-px patches merged 2x2); 56 -> 4 tokens/frame
     frame_size: int = FRAME_SIZE
 
@@ -292,7 +294,8 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         print(f"initialised from {settings.init_from}", flush=True)
     fixed = [float(w) for w in settings.stage_weights.split(",")] if settings.stage_weights else None
     stream = ExampleStream(settings.seed, stages, sample_hz=SAMPLE_HZ, frames_per_step=adapter.frames_per_step,
-                           fixed_weights=fixed, hard_negative_share=settings.hard_negatives)
+                           fixed_weights=fixed, hard_negative_share=settings.hard_negatives,
+                           shape_question_share=settings.shape_questions)
     batch_rng = np.random.default_rng([settings.seed, 7])
     step, history, elapsed_before = 0, [], 0.0
     checkpoint = out / CHECKPOINT_NAME
@@ -424,6 +427,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="fixed mix of the stages single,few,long, e.g. 1,2,4 (default: the curriculum)")
     p.add_argument("--hard-negatives", type=float, default=0.0,
                    help="share of 'no' presence questions turned into a seen colour on an unseen shape")
+    p.add_argument("--shape-questions", type=float, default=0.0,
+                   help="share of ask times that also get 'What shape was the <colour> object?' (training only)")
     p.add_argument("--frame-size", type=int, default=FRAME_SIZE,
                    help="square frame side in px the model sees (multiple of 28; 56 = 4 tokens per frame)")
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights")
@@ -445,7 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              warmup=args.warmup, seed=args.seed, device=args.device, threads=args.threads,
                              save_every=args.save_every, log_every=args.log_every, max_minutes=args.max_minutes,
                              kinds=args.kinds, init_from=args.init_from, stage_weights=args.stage_weights,
-                             hard_negatives=args.hard_negatives, frame_size=args.frame_size)
+                             hard_negatives=args.hard_negatives, frame_size=args.frame_size,
+                             shape_questions=args.shape_questions)
     size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                      intermediate=args.intermediate, vision_dim=args.vision_dim, vision_depth=args.vision_depth)
     adapter, summary = train(settings, resume=args.resume, size=size)

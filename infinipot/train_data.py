@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from infinipot_eval.question_gen import KINDS, make_questions
+from infinipot_eval.questions import Question
 from infinipot_eval.world import World, WorldConfig
 from infinipot_ros.sampling import FrameSampler
 
@@ -41,6 +42,7 @@ __all__ = [
     "world_examples",
     "stage_weights",
     "harden_presence",
+    "add_shape_questions",
     "ExampleStream",
     "length_batches",
 ]
@@ -136,6 +138,33 @@ def harden_presence(world: World, questions: list, rng: np.random.Generator, sha
     return out
 
 
+def add_shape_questions(world: World, questions: list, rng: np.random.Generator, share: float) -> list:
+    """Add, at a `share` of the ask times, "What shape was the <colour> object?" about a past event whose
+    colour is unique so far (a training-only kind, `shape`; the evaluation never asks it).
+
+    Why: the model learnt colours in minutes (the answer reads a colour straight off the visual tokens) but
+    stayed shape-blind: with one object in view it answered "yes" to "Did you see a red cube?" after a red
+    star, and with two objects it guessed which colour a shape had. Naming the shape is the same direct
+    read-out for shape, so the vision tower gets a gradient for it from the first steps.
+    """
+    if share <= 0.0:
+        return questions
+    out = list(questions)
+    for t in sorted({q.time for q in questions}):
+        if rng.random() >= share:
+            continue
+        past = world.events_before(t)
+        colours = [e.colour for e in past]
+        unique = [e for e in past if colours.count(e.colour) == 1]
+        if not unique:
+            continue
+        event = unique[int(rng.integers(len(unique)))]
+        out.append(Question(id=f"shape-{t:g}", topic=questions[0].topic, time=t,
+                            question=f"What shape was the {event.colour} object?", answers=(event.shape,),
+                            tags=("shape", "recent")))
+    return sorted(out, key=lambda q: q.time)
+
+
 def world_examples(
     seed: int,
     stage: Stage,
@@ -146,6 +175,7 @@ def world_examples(
     rng: np.random.Generator | None = None,
     max_questions: int | None = None,
     hard_negative_share: float = 0.0,
+    shape_question_share: float = 0.0,
 ) -> list[Example]:
     """All (or `max_questions` random) questions about the world `seed` of `stage`, each with its frames."""
     rng = rng if rng is not None else np.random.default_rng(seed)
@@ -154,6 +184,7 @@ def world_examples(
     world = World(seed=seed, seconds=seconds, fps=fps, size=size, config=stage.config)
     questions = make_questions(world, kinds=stage.kinds, per_checkpoint=2, times=ask_times(world, rng))
     questions = harden_presence(world, questions, rng, hard_negative_share)
+    questions = add_shape_questions(world, questions, rng, shape_question_share) if questions else questions
     if max_questions is not None and len(questions) > max_questions:
         picks = rng.choice(len(questions), size=max_questions, replace=False)
         questions = [questions[int(k)] for k in sorted(picks)]
@@ -200,7 +231,8 @@ class ExampleStream:
 
     def __init__(self, seed: int, stages: Sequence[Stage] = STAGES, *, sample_hz: float = 2.0,
                  fps: float = 10.0, frames_per_step: int = 2, questions_per_world: int = 3,
-                 fixed_weights: Sequence[float] | None = None, hard_negative_share: float = 0.0) -> None:
+                 fixed_weights: Sequence[float] | None = None, hard_negative_share: float = 0.0,
+                 shape_question_share: float = 0.0) -> None:
         self.seed = int(seed)
         self.stages = tuple(stages)
         self.sample_hz = sample_hz
@@ -214,6 +246,7 @@ class ExampleStream:
                 raise ValueError(f"fixed_weights needs {len(self.stages)} non-negative weights, got {fixed_weights}")
             self.fixed_weights = [w / sum(fixed_weights) for w in fixed_weights]
         self.hard_negative_share = float(hard_negative_share)
+        self.shape_question_share = float(shape_question_share)
         self.worlds = 0  # worlds drawn so far
 
     def state(self) -> dict:
@@ -235,7 +268,8 @@ class ExampleStream:
             examples = world_examples(world_seed, stage, sample_hz=self.sample_hz, fps=self.fps,
                                       frames_per_step=self.frames_per_step, rng=rng,
                                       max_questions=self.questions_per_world,
-                                      hard_negative_share=self.hard_negative_share)
+                                      hard_negative_share=self.hard_negative_share,
+                                      shape_question_share=self.shape_question_share)
             if examples:
                 return examples
 

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from infinipot.train_data import STAGES, ExampleStream, harden_presence
+from infinipot.train_data import STAGES, ExampleStream, add_shape_questions, harden_presence
 from infinipot_eval.question_gen import make_questions
 from infinipot_eval.world import World
 
@@ -63,3 +63,17 @@ def test_stream_resumes_with_the_same_examples() -> None:
     second = ExampleStream(0, hard_negative_share=0.5)
     second.restore(state)
     assert [(e.question, e.answer, len(e.frames)) for e in second.take(10, progress=0.5)] == expected
+
+
+def test_shape_questions_name_the_shape_of_a_uniquely_coloured_past_event() -> None:
+    world = _world_with_events(3)
+    questions = make_questions(world, kinds=("colour",), per_checkpoint=1)
+    added = add_shape_questions(world, questions, np.random.default_rng(2), share=1.0)
+    shape_qs = [q for q in added if q.kind == "shape"]
+    assert shape_qs and len(added) == len(questions) + len(shape_qs)
+    assert [q.time for q in added] == sorted(q.time for q in added)
+    for q in shape_qs:
+        colour = q.question.split()[-2]
+        past = [e for e in world.events_before(q.time) if e.colour == colour]
+        assert len(past) == 1 and q.answers == (past[0].shape,)
+    assert add_shape_questions(world, questions, np.random.default_rng(2), share=0.0) == questions
