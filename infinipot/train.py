@@ -217,6 +217,10 @@ class TrainSettings:
     hard_negatives: float = 0.0
     #: share of ask times that also get a training-only "What shape was the <colour> object?"
     shape_questions: float = 0.0
+    #: weight of the auxiliary shape/colour classification loss on the vision tower (0 = off; vision_aux.py)
+    vision_aux: float = 0.0
+    #: temporal frames per step for that loss
+    vision_aux_batch: int = 32
     #: square frame side the model sees (a multiple of 28: 14-px patches merged 2x2); 56 -> 4 tokens/frame
     frame_size: int = FRAME_SIZE
 
@@ -254,9 +258,9 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _save_checkpoint(path: Path, model, optimizer, step: int, stream: ExampleStream, batch_rng, settings,
-                     history: list, elapsed_s: float) -> None:
+                     history: list, elapsed_s: float, extra: dict | None = None) -> None:
     """Write atomically: a crash while saving never destroys the previous checkpoint."""
-    payload = {
+    payload = {**(extra or {}),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
         "stream": stream.state(), "batch_rng": batch_rng.bit_generator.state, "rng": _rng_state(),
         "settings": asdict(settings), "history": history, "elapsed_s": elapsed_s,
@@ -264,6 +268,13 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, stream: ExampleStr
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
+
+
+def _aux_state(aux_head, aux_rng) -> dict:
+    """The auxiliary head and its data position, for --resume (never exported)."""
+    if aux_head is None:
+        return {}
+    return {"aux_head": aux_head.state_dict(), "aux_rng": aux_rng.bit_generator.state}
 
 
 def train(settings: TrainSettings, resume: bool = False, size: ModelSize = ModelSize()) -> tuple[Qwen2VLAdapter, dict]:
@@ -284,6 +295,12 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
                                   betas=(0.9, 0.98))
+    aux_head, aux_rng = None, np.random.default_rng([settings.seed, 11])
+    if settings.vision_aux > 0:
+        from .vision_aux import VisionAuxHead
+
+        aux_head = VisionAuxHead(size.hidden).to(device)
+        optimizer.add_param_group({"params": list(aux_head.parameters())})
     stages = STAGES
     if settings.kinds:
         wanted = tuple(k.strip() for k in settings.kinds.split(",") if k.strip())
@@ -306,6 +323,9 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         step, history = int(state["step"]), list(state["history"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
         stream.restore(state["stream"])
+        if aux_head is not None and "aux_head" in state:
+            aux_head.load_state_dict(state["aux_head"])
+            aux_rng.bit_generator.state = state["aux_rng"]
         batch_rng.bit_generator.state = state["batch_rng"]
         _set_rng_state(state["rng"])
         print(f"resumed from {checkpoint} at step {step}", flush=True)
@@ -336,10 +356,21 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * _lr_factor(step, progress, settings)
         loss, correct = batch_loss(adapter, batch, answer_cache)
+        total = loss
+        if aux_head is not None:
+            from .vision_aux import object_frames
+
+            aux_frames, aux_shapes, aux_colours = object_frames(aux_rng, settings.vision_aux_batch,
+                                                                adapter.frames_per_step, SAMPLE_HZ)
+            aux_loss, aux_acc = aux_head.loss(adapter, aux_frames, aux_shapes, aux_colours)
+            total = loss + settings.vision_aux * aux_loss
+            tally = window_kinds.setdefault("vision_shape", [0, 0])
+            tally[0] += int(round(aux_acc * len(aux_shapes)))
+            tally[1] += len(aux_shapes)
         n = len(batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
         optimizer.step()
         step += 1
         samples += n
@@ -364,8 +395,10 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
             window_loss, window_exact, window_n = 0.0, 0, 0
             window_kinds = {}
         if step % settings.save_every == 0:
-            _save_checkpoint(checkpoint, model, optimizer, step, stream, batch_rng, settings, history, elapsed())
-    _save_checkpoint(checkpoint, model, optimizer, step, stream, batch_rng, settings, history, elapsed())
+            _save_checkpoint(checkpoint, model, optimizer, step, stream, batch_rng, settings, history, elapsed(),
+                             _aux_state(aux_head, aux_rng))
+    _save_checkpoint(checkpoint, model, optimizer, step, stream, batch_rng, settings, history, elapsed(),
+                     _aux_state(aux_head, aux_rng))
     model.eval()
     summary = {"steps": step, "samples_this_run": samples, "wall_s_this_run": round(time.perf_counter() - started, 1),
                "wall_s_total": round(elapsed(), 1), "batch_size": settings.batch_size,
@@ -429,6 +462,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="share of 'no' presence questions turned into a seen colour on an unseen shape")
     p.add_argument("--shape-questions", type=float, default=0.0,
                    help="share of ask times that also get 'What shape was the <colour> object?' (training only)")
+    p.add_argument("--vision-aux", type=float, default=0.0,
+                   help="weight of an auxiliary shape/colour loss on the vision tower (training aid, not exported)")
+    p.add_argument("--vision-aux-batch", type=int, default=32)
     p.add_argument("--frame-size", type=int, default=FRAME_SIZE,
                    help="square frame side in px the model sees (multiple of 28; 56 = 4 tokens per frame)")
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights")
@@ -451,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              save_every=args.save_every, log_every=args.log_every, max_minutes=args.max_minutes,
                              kinds=args.kinds, init_from=args.init_from, stage_weights=args.stage_weights,
                              hard_negatives=args.hard_negatives, frame_size=args.frame_size,
-                             shape_questions=args.shape_questions)
+                             shape_questions=args.shape_questions, vision_aux=args.vision_aux,
+                             vision_aux_batch=args.vision_aux_batch)
     size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                      intermediate=args.intermediate, vision_dim=args.vision_dim, vision_depth=args.vision_depth)
     adapter, summary = train(settings, resume=args.resume, size=size)

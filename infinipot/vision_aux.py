@@ -1,0 +1,82 @@
+"""An auxiliary training loss that teaches the vision tower what objects look like (shape and colour).
+
+Why: trained end to end only through answers, the tiny model learnt colours quickly but stayed shape-blind.
+A linear probe on its frozen visual tokens told the 5 shapes apart barely above chance (0.31 against
+0.20), so "What colour was the star?" after several objects was a guess among the colours seen. The answer
+loss reaches the vision tower only through three language layers and the right attention, a weak and slow
+signal. With a direct classification head on the visual tokens of one temporal frame (one object in view),
+the same tower went from chance to ~0.8 shape accuracy in 2,000 small steps (2 minutes here). The head is a
+training aid only: it is not part of the exported model, and the engine never sees it.
+
+Frames come from single-event worlds of the training seed range, so evaluation worlds stay unseen.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from infinipot_eval.render import COLOURS, SHAPES
+from infinipot_eval.world import World
+
+from .train_data import STAGES, TRAIN_SEED_BASE
+
+__all__ = ["object_frames", "VisionAuxHead"]
+
+SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)
+COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
+#: auxiliary worlds use their own block of training seeds, apart from the answer-training worlds
+AUX_SEED_BASE = TRAIN_SEED_BASE + 900_000_000
+
+
+def object_frames(rng: np.random.Generator, count: int, frames_per_step: int = 2, sample_hz: float = 2.0
+                  ) -> tuple[list[np.ndarray], torch.Tensor, torch.Tensor]:
+    """`count` temporal frames (each `frames_per_step` frames 1/sample_hz apart) with one object in view:
+    (frames, shape labels, colour labels)."""
+    frames: list[np.ndarray] = []
+    shapes: list[int] = []
+    colours: list[int] = []
+    config = STAGES[0].config
+    while len(shapes) < count:
+        seed = AUX_SEED_BASE + int(rng.integers(0, 100_000_000))
+        size = int(rng.choice((56, 112)))
+        world = World(seed=seed, seconds=12.0, fps=10.0, size=size, config=config)
+        if not world.events:
+            continue
+        event = world.events[int(rng.integers(len(world.events)))]
+        span = (frames_per_step - 1) / sample_hz
+        if event.end - event.start <= span:
+            continue
+        t = float(rng.uniform(event.start, event.end - span - 1e-3))
+        frames.extend(world.frame_at(t + k / sample_hz) for k in range(frames_per_step))
+        shapes.append(SHAPE_NAMES.index(event.shape))
+        colours.append(COLOUR_NAMES.index(event.colour))
+    return frames, torch.tensor(shapes), torch.tensor(colours)
+
+
+class VisionAuxHead(torch.nn.Module):
+    """Shape and colour logits from the visual tokens of one temporal frame (max-pooled over its tokens)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(hidden)
+        self.shape = torch.nn.Linear(hidden, len(SHAPE_NAMES))
+        self.colour = torch.nn.Linear(hidden, len(COLOUR_NAMES))
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (frames, tokens per frame, hidden) -> (shape logits, colour logits)."""
+        pooled = self.norm(tokens).max(dim=1).values
+        return self.shape(pooled), self.colour(pooled)
+
+    def loss(self, adapter, frames: Sequence[np.ndarray], shapes: torch.Tensor, colours: torch.Tensor
+             ) -> tuple[torch.Tensor, float]:
+        """(shape + colour cross entropy, shape accuracy) of one batch through the adapter's vision tower."""
+        embeds = adapter.encode_frames(frames).embeds
+        tokens = embeds.reshape(len(shapes), adapter.tokens_per_frame, -1).float()
+        shape_logits, colour_logits = self(tokens)
+        shapes, colours = shapes.to(tokens.device), colours.to(tokens.device)
+        loss = F.cross_entropy(shape_logits, shapes) + F.cross_entropy(colour_logits, colours)
+        accuracy = float((shape_logits.argmax(1) == shapes).float().mean())
+        return loss, accuracy
