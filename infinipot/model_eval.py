@@ -159,16 +159,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget-tokens", type=int, default=None)
     p.add_argument("--show", type=int, default=0, help="print this many wrong answers")
     p.add_argument("--json", default=None, help="write the report here")
+    p.add_argument("--probe", action="store_true",
+                   help="also fit linear probes for shape and colour on the frozen visual tokens")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     adapter = load_adapter(args.model, device=args.device)
+    probe = None
+    if args.probe:
+        from .vision_aux import probe_accuracy
+
+        probe = probe_accuracy(adapter)
+        print(f"linear probe on frozen visual tokens: shape {probe['shape']:.3f} (chance 0.2), "
+              f"colour {probe['colour']:.3f} (chance 0.125)")
     config = SessionConfig(policy=args.policy, budget_tokens=args.budget_tokens)
     report = evaluate(adapter, _seeds(args.seeds), seconds=args.seconds, size=args.size,
                       world_config=WORLD_PRESETS[args.world], config=config)
     summary = report.as_dict()
     summary["settings"] = {k: v for k, v in vars(args).items() if k not in ("show", "json")}
+    if probe is not None:
+        summary["probe"] = probe
     for kind, score in summary["per_kind"].items():
         print(f"{kind:9s} {score['right']:4d}/{score['total']:<4d} {score['accuracy']:.3f}")
     print(f"{'overall':9s} {summary['overall']['right']:4d}/{summary['overall']['total']:<4d} "

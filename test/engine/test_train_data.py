@@ -111,3 +111,14 @@ def test_vision_aux_head_learns_shapes_on_a_fixed_batch() -> None:
         loss.backward()
         optimizer.step()
     assert float(loss) < 0.5 * first
+
+
+def test_linear_probe_reads_colour_from_a_random_tower() -> None:
+    """Colour is nearly linear in the pixels, so even an untrained tower's tokens carry it; the probe must
+    find that (the diagnostic that showed the trained tower carries colour but not shape)."""
+    from infinipot.adapters.loading import load_adapter
+    from infinipot.vision_aux import probe_accuracy
+
+    scores = probe_accuracy(load_adapter("builtin:tiny-qwen2-vl"), count=160, steps=200)
+    assert set(scores) == {"shape", "colour"}
+    assert scores["colour"] > 0.3, scores  # chance is 0.125
