@@ -270,6 +270,17 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, stream: ExampleStr
     tmp.replace(path)
 
 
+def _initial_weights(source: str, device: torch.device) -> dict:
+    """Weights to fine-tune from: a training checkpoint.pt, or an exported model folder (e.g. the shipped
+    models/infinipot-tiny-qwen2vl), so a run can continue from what the repository ships."""
+    path = Path(source)
+    if path.is_dir():
+        from transformers import Qwen2VLForConditionalGeneration
+
+        return Qwen2VLForConditionalGeneration.from_pretrained(path).state_dict()
+    return torch.load(path, map_location=device, weights_only=False)["model"]
+
+
 def _aux_state(aux_head, aux_rng) -> dict:
     """The auxiliary head and its data position, for --resume (never exported)."""
     if aux_head is None:
@@ -307,7 +318,7 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         stages = tuple(replace(stage, kinds=tuple(k for k in stage.kinds if k in wanted) or stage.kinds)
                        for stage in STAGES)
     if settings.init_from and not (resume and (out / CHECKPOINT_NAME).is_file()):
-        model.load_state_dict(torch.load(settings.init_from, map_location=device, weights_only=False)["model"])
+        model.load_state_dict(_initial_weights(settings.init_from, device))
         print(f"initialised from {settings.init_from}", flush=True)
     fixed = [float(w) for w in settings.stage_weights.split(",")] if settings.stage_weights else None
     stream = ExampleStream(settings.seed, stages, sample_hz=SAMPLE_HZ, frames_per_step=adapter.frames_per_step,
@@ -467,7 +478,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vision-aux-batch", type=int, default=32)
     p.add_argument("--frame-size", type=int, default=FRAME_SIZE,
                    help="square frame side in px the model sees (multiple of 28; 56 = 4 tokens per frame)")
-    p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights")
+    p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights or an exported model folder")
     p.add_argument("--export", default=None, help=f"export the trained model here (e.g. {DEFAULT_EXPORT})")
     p.add_argument("--export-only", action="store_true", help="skip training; export OUT's checkpoint")
     for field in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vision_dim", "vision_depth"):

@@ -90,3 +90,18 @@ def test_training_forward_equals_the_session(adapter) -> None:
             torch.testing.assert_close(logits[b, last_question_token], captured[0][0, -1], atol=1e-4, rtol=1e-4)
     finally:
         del adapter.forward
+
+
+def test_training_can_start_from_the_shipped_folder(tmp_path) -> None:
+    """`--init-from models/infinipot-tiny-qwen2vl`: a fine-tune continues from the shipped weights (its first
+    batch already has a trained model's loss), and a fresh model does not."""
+    from infinipot.train import TrainSettings, train
+
+    def first_loss(init_from: str, out: str) -> float:
+        settings = TrainSettings(out=str(tmp_path / out), steps=1, lr=1e-9, warmup=1, log_every=1, threads=1,
+                                 init_from=init_from, stage_weights="1,0,0")
+        _adapter, summary = train(settings)
+        return summary["history"][0]["loss"]
+
+    assert first_loss(str(CHECKPOINT), "shipped") < 0.5
+    assert first_loss("", "fresh") > 2.0
