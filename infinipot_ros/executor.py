@@ -38,6 +38,9 @@ class BoundedThreadsExecutor(MultiThreadedExecutor):
         super().__init__(num_threads=num_threads, context=context)
         self.num_threads = num_threads
         self._permits = threading.BoundedSemaphore(num_threads)
+        # The override below relies on MultiThreadedExecutor's pool and future list (same names from Humble
+        # to Kilted); on an rclpy without them it falls back to the stock behaviour instead of failing.
+        self._gated = hasattr(self, "_executor") and isinstance(getattr(self, "_futures", None), list)
 
     def _run_and_release(self, handler: Callable[[], None]) -> None:
         try:
@@ -46,6 +49,9 @@ class BoundedThreadsExecutor(MultiThreadedExecutor):
             self._permits.release()
 
     def _spin_once_impl(self, timeout_sec: Any = None, wait_condition: Callable[[], bool] = lambda: False) -> None:
+        if not self._gated:
+            super()._spin_once_impl(timeout_sec, wait_condition)
+            return
         wait = _PERMIT_WAIT_S if timeout_sec is None or not isinstance(timeout_sec, (int, float)) or timeout_sec < 0 \
             else min(float(timeout_sec), _PERMIT_WAIT_S)
         if not self._permits.acquire(timeout=wait):
