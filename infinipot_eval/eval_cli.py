@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             from .live import LiveError, LockstepError, evaluate_live
 
             try:
-                results = evaluate_live(args.bag, qset, rate=args.rate, lockstep=args.lockstep, **common)
+                results = evaluate_live(args.bag, qset, rate=args.rate, lockstep=args.lockstep, dtype=args.dtype,
+                                        device=args.device, **common)
             except (LiveError, LockstepError) as exc:
                 print(f"infinipot-eval: live replay failed: {exc}", file=sys.stderr)
                 return 1

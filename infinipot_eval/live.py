@@ -54,13 +54,14 @@ class LiveError(RuntimeError):
 
 
 def node_command(spec: RunSpec, *, topic: str, model: str, sample_hz: float, max_new_tokens: int,
-                 stats_period_s: float = 0.25, queue_size: int | None = None) -> list[str]:
+                 stats_period_s: float = 0.25, queue_size: int | None = None, dtype: str = "float32",
+                 device: str = "cpu") -> list[str]:
     """The node's command line for one run (parameters as `--ros-args -p name:=value`)."""
     params: dict[str, Any] = {
         "model": model, "cameras": f"['{topic}']", "policy": spec.policy,
         "budget_tokens": 0 if spec.budget is None else spec.budget, "budget_mb": 0.0,
         "sample_rate_hz": float(sample_hz), "max_answer_tokens": int(max_new_tokens),
-        "stats_period_s": float(stats_period_s),
+        "stats_period_s": float(stats_period_s), "dtype": dtype, "device": device,
     }
     if queue_size is not None:
         params["queue_size"] = int(queue_size)
@@ -129,7 +130,7 @@ def _ingest_ms_per_frame(worker: dict[str, str], answer_s: float, frames: int) -
 def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSpec, *, model: str,
              sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0, lockstep: bool = False,
              startup_timeout_s: float = 120.0, answer_timeout_s: float = 60.0, sync_timeout_s: float = 60.0,
-             domain_id: int | None = None) -> RunResult:
+             domain_id: int | None = None, dtype: str = "float32", device: str = "cpu") -> RunResult:
     """One live run: start the node, play the bag, ask the questions, collect answers and cache stats.
 
     Real time (default): the bag is played with its timing × `rate` and questions are sent without pausing
@@ -151,6 +152,7 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
     domain = _domain_id() if domain_id is None else domain_id
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     cmd = node_command(spec, topic=topic, model=model, sample_hz=sample_hz, max_new_tokens=max_new_tokens,
+                       dtype=dtype, device=device,
                        stats_period_s=LOCKSTEP_STATS_PERIOD_S if lockstep else 0.25,
                        queue_size=LOCKSTEP_QUEUE_SIZE if lockstep else None)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -290,7 +292,8 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
 
 def evaluate_live(bag: str | Path, qset: QuestionSet, *, policies: list[str], budgets: list[int], model: str,
                   topic: str | None = None, sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0,
-                  lockstep: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+                  lockstep: bool = False, progress: bool = True, dtype: str = "float32",
+                  device: str = "cpu") -> list[dict[str, Any]]:
     """Every policy × budget through the live node; report entries as in the offline evaluation."""
     topic = topic or qset.bag.topic
     known = {t.topic for t in list_image_topics(bag)}
@@ -301,6 +304,7 @@ def evaluate_live(bag: str | Path, qset: QuestionSet, *, policies: list[str], bu
         if progress:
             print(f"live run {spec.label} ...", file=sys.stderr)
         run = run_live(bag, topic, list(qset.questions), spec, model=model, sample_hz=sample_hz,
+                       dtype=dtype, device=device,
                        max_new_tokens=max_new_tokens, rate=rate, lockstep=lockstep)
         results.append(summarise(run))
     return results

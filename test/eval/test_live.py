@@ -14,6 +14,10 @@ def test_node_command_sets_the_run_parameters():
                        max_new_tokens=4)
     assert cmd[1:4] == ["-m", "infinipot_ros.node", "--ros-args"]
     assert "policy:=full" in cmd and "budget_tokens:=0" in cmd and "cameras:=['/cam']" in cmd
+    assert "dtype:=float32" in cmd and "device:=cpu" in cmd
+    gpu = node_command(RunSpec("infinipot", 64), topic="/cam", model="m", sample_hz=2.0, max_new_tokens=4,
+                       dtype="bfloat16", device="cuda:1")
+    assert "dtype:=bfloat16" in gpu and "device:=cuda:1" in gpu and "budget_tokens:=64" in gpu
 
 
 @pytest.mark.timeout(180)
