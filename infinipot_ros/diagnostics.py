@@ -37,6 +37,7 @@ class CameraHealth:
     frames_received: int
     frames_sampled: int
     frames_dropped: int
+    frames_overflowed: int  # part of frames_dropped: sampled, but lost because the model fell behind
     frames_rejected: int
     rejected_since_last: int
     seconds_since_frame: float | None  # None: no frame yet
@@ -66,6 +67,7 @@ def camera_status(h: CameraHealth, hardware_id: str, worker_ok: bool) -> Diagnos
         "frames_received": h.frames_received,
         "frames_sampled": h.frames_sampled,
         "frames_dropped": h.frames_dropped,
+        "frames_overflowed": h.frames_overflowed,
         "frames_rejected": h.frames_rejected,
         "frames_ingested": s.get("frames_ingested", 0),
         "ingest_fps": h.ingest_fps,

@@ -293,7 +293,8 @@ class InfiniPotNode(Node):
             dt = max(now - cam.prev_time, 1e-6)
             fps = max(ingested - cam.prev_ingested, 0) / dt
             rejected = cam.rejected + snap.frames_rejected.get(name, 0)
-            dropped = cam.sampler_dropped + q.dropped + snap.frames_discarded.get(name, 0)
+            overflowed = q.dropped + snap.frames_discarded.get(name, 0)
+            dropped = cam.sampler_dropped + overflowed
 
             msg = CacheStats()
             msg.header.stamp = stamp
@@ -308,6 +309,8 @@ class InfiniPotNode(Node):
             msg.frames_dropped = dropped
             msg.frames_rejected = rejected
             msg.frames_ingested = ingested
+            msg.frames_skipped = cam.sampler_dropped
+            msg.frames_overflowed = overflowed
             msg.compressions = int(session.get("compressions", 0))
             msg.tokens_evicted = int(session.get("tokens_evicted", 0))
             msg.last_compression_s = float(session.get("last_compression_s", 0.0))
@@ -321,7 +324,8 @@ class InfiniPotNode(Node):
 
             health = CameraHealth(
                 name=name, topic=cam.config.topic, frames_received=cam.received,
-                frames_sampled=cam.sampled, frames_dropped=dropped, frames_rejected=rejected,
+                frames_sampled=cam.sampled, frames_dropped=dropped, frames_overflowed=overflowed,
+                frames_rejected=rejected,
                 rejected_since_last=rejected - cam.prev_rejected,
                 seconds_since_frame=None if cam.last_frame_wall is None else now - cam.last_frame_wall,
                 queue_depth=q.depth, queue_capacity=q.capacity, queue_max_depth=q.max_depth_seen,

@@ -330,9 +330,14 @@ def test_queue_stays_bounded_under_a_burst(rig: Rig) -> None:
     print(f"burst: {sent} sent in {time.monotonic() - t0:.2f}s, {received} received, {dropped} dropped")
     assert received > QUEUE + 1, f"only {received} of {sent} frames arrived"
     assert dropped >= received - QUEUE - 1, f"{received} received, {dropped} dropped, {ingested} ingested"
+    # with sample_rate_hz 0 nothing is thinned on purpose: every drop is an overflow (the model fell behind)
+    assert settled.frames_skipped == before.frames_skipped == 0
+    assert settled.frames_overflowed - before.frames_overflowed == dropped
+    assert settled.frames_skipped + settled.frames_overflowed == settled.frames_dropped
     assert max(s.queue_depth for s in rig.stats if s.camera == "raw") <= QUEUE
     diag = {kv.key: kv.value for kv in rig.fresh_diag("camera raw").values}
     assert int(diag["queue_max_depth"]) <= QUEUE and int(diag["queue_capacity"]) == QUEUE
+    assert int(diag["frames_overflowed"]) >= settled.frames_overflowed
     assert rig.ask("After the burst?", camera="raw").success
 
 
