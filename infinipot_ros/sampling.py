@@ -7,8 +7,8 @@ delays or executor scheduling.
 
 The kept frames sit on a fixed grid anchored at the first kept frame (``t0, t0 + 1/rate, ...``) so the mean
 rate is exact over long runs and does not drift; a frame up to `jitter_fraction` of a period early still
-counts for its slot (camera stamps jitter). After a gap longer than a period, the grid restarts at the next
-frame. A stamp that goes backwards (a looped bag, a restarted driver, sim time reset) restarts the sampler;
+counts for its slot (camera stamps jitter). A kept frame more than half a period late for its slot (after a
+gap) restarts the grid there, so kept frames are never closer than (0.5 - jitter_fraction) periods. A stamp that goes backwards (a looped bag, a restarted driver, sim time reset) restarts the sampler;
 the decision reports it so the caller can start a fresh stream (the engine requires non-decreasing stamps).
 """
 from __future__ import annotations
@@ -98,8 +98,13 @@ class FrameSampler:
         if self._next_due is None or period == 0.0:
             self._next_due = stamp + period
         else:
+            slot = self._next_due
             self._next_due += period
-            if stamp >= self._next_due:  # a gap of more than a period: restart the grid here
+            # Closer to the next slot than to its own (a gap in the stream): restart the grid at this frame.
+            # Continuing the old grid would let the next slot come almost at once (a duplicate stamp was
+            # kept twice); the usual lateness, up to one camera frame interval, keeps the grid, so the mean
+            # rate does not drift (a 15 fps camera sampled at 2 Hz is late by 33 ms at every other slot).
+            if stamp - slot > 0.5 * period:
                 self._next_due = stamp + period
 
     def decide(self, stamp: float) -> SampleDecision:

@@ -50,7 +50,7 @@ class Rig:
 
     def __init__(self, harness) -> None:  # noqa: ANN001
         self.domain = harness.domain_id(11)
-        self.node = harness.NodeProcess("infinipot_ros.node", NODE_ARGS, self.domain)
+        self.node = harness.NodeProcess(NODE_ARGS, self.domain)
         self.ros = harness.RosClient(self.domain)
         n = self.ros.node
         self.raw_pub = n.create_publisher(Image, "/test/raw/image_raw", qos_profile_sensor_data)

@@ -32,7 +32,7 @@ def test_yaml_holds_every_parameter_with_its_default() -> None:
 
 def test_node_starts_from_params_file_and_stops_on_sigterm(harness) -> None:  # noqa: ANN001
     domain = harness.domain_id(47)
-    node = harness.NodeProcess("infinipot_ros.node", ["--params-file", str(YAML)], domain)
+    node = harness.NodeProcess(["--params-file", str(YAML)], domain)
     ros = harness.RosClient(domain)
     try:
         get = ros.node.create_client(GetParameters, "/infinipot/get_parameters")
@@ -57,7 +57,7 @@ def test_node_starts_from_params_file_and_stops_on_sigterm(harness) -> None:  # 
 def test_bad_parameter_file_value_fails_fast(harness, tmp_path) -> None:  # noqa: ANN001
     bad = tmp_path / "bad.yaml"
     bad.write_text("infinipot:\n  ros__parameters:\n    target_ratio: 7.0\n")
-    node = harness.NodeProcess("infinipot_ros.node", ["--params-file", str(bad)], harness.domain_id(53))
+    node = harness.NodeProcess(["--params-file", str(bad)], harness.domain_id(53))
     try:
         node.proc.wait(60)
     finally:
