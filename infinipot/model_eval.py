@@ -133,19 +133,9 @@ def evaluate(
     return report
 
 
-def _seeds(spec: str) -> list[int]:
-    """"0-39" or "3,5,9" -> list of ints."""
-    out: list[int] = []
-    for part in spec.split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            out.append(int(part))
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from infinipot_eval.suite import parse_seeds
+
     from .adapters.loading import load_adapter
 
     p = argparse.ArgumentParser(prog="infinipot-model-eval", description=__doc__.split("\n\n")[0])
@@ -174,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"linear probe on frozen visual tokens: shape {probe['shape']:.3f} (chance 0.2), "
               f"colour {probe['colour']:.3f} (chance 0.125)")
     config = SessionConfig(policy=args.policy, budget_tokens=args.budget_tokens)
-    report = evaluate(adapter, _seeds(args.seeds), seconds=args.seconds, size=args.size,
+    report = evaluate(adapter, parse_seeds(args.seeds), seconds=args.seconds, size=args.size,
                       world_config=WORLD_PRESETS[args.world], config=config)
     summary = report.as_dict()
     summary["settings"] = {k: v for k, v in vars(args).items() if k not in ("show", "json")}

@@ -300,15 +300,13 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
     device = torch.device(settings.device)
     tokenizer = build_tokenizer(list(EXTRA_WORDS))
     model = build_model(tokenizer, size, seed=settings.seed).to(device)
-    if settings.frame_size <= 0 or settings.frame_size % 28:
-        raise ValueError(f"frame size must be a positive multiple of 28, got {settings.frame_size}")
     adapter = build_adapter(model, tokenizer, frame_size=settings.frame_size)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
                                   betas=(0.9, 0.98))
     aux_head, aux_rng = None, np.random.default_rng([settings.seed, 11])
     if settings.vision_aux > 0:
-        from .vision_aux import VisionAuxHead
+        from .vision_aux import VisionAuxHead, object_frames
 
         aux_head = VisionAuxHead(size.hidden).to(device)
         optimizer.add_param_group({"params": list(aux_head.parameters())})
@@ -369,8 +367,6 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         loss, correct = batch_loss(adapter, batch, answer_cache)
         total = loss
         if aux_head is not None:
-            from .vision_aux import object_frames
-
             aux_frames, aux_shapes, aux_colours = object_frames(aux_rng, settings.vision_aux_batch,
                                                                 adapter.frames_per_step, SAMPLE_HZ)
             aux_loss, aux_acc = aux_head.loss(adapter, aux_frames, aux_shapes, aux_colours)
@@ -445,8 +441,7 @@ def export(adapter: Qwen2VLAdapter, target: str | Path, provenance: dict | None 
     adapter.tokenizer.save_pretrained(target)
     GenerationConfig(eos_token_id=[special["eos"], special["pad"]], pad_token_id=special["pad"],
                      do_sample=False).save_pretrained(target)
-    side = int(adapter.frame_size[0] if isinstance(adapter.frame_size, (tuple, list)) else adapter.frame_size)
-    write_infinipot_json(target, frame_size=[side, side], fps=SAMPLE_HZ, builder="infinipot.train",
+    write_infinipot_json(target, frame_size=list(adapter.frame_size), fps=SAMPLE_HZ, builder="infinipot.train",
                          **(provenance or {}))
     return target
 

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from infinipot_eval.question_gen import KINDS, make_questions
+from infinipot_eval.question_gen import KINDS, make_questions, with_article
 from infinipot_eval.questions import Question
 from infinipot_eval.world import World, WorldConfig
 from infinipot_ros.sampling import FrameSampler
@@ -132,8 +132,7 @@ def harden_presence(world: World, questions: list, rng: np.random.Generator, sha
             hard = sorted({f"{e.colour} {s}" for e in past for s in cfg.shapes} - seen)
             if hard:
                 name = hard[int(rng.integers(len(hard)))]
-                article = "an" if name[0] in "aeiou" else "a"
-                q = replace(q, question=f"Did you see {article} {name}?", tags=(q.kind, *q.tags[1:], "hard_negative"))
+                q = replace(q, question=f"Did you see {with_article(name)}?", tags=(q.kind, *q.tags[1:], "hard_negative"))
         out.append(q)
     return out
 
@@ -184,7 +183,7 @@ def world_examples(
     world = World(seed=seed, seconds=seconds, fps=fps, size=size, config=stage.config)
     questions = make_questions(world, kinds=stage.kinds, per_checkpoint=2, times=ask_times(world, rng))
     questions = harden_presence(world, questions, rng, hard_negative_share)
-    questions = add_shape_questions(world, questions, rng, shape_question_share) if questions else questions
+    questions = add_shape_questions(world, questions, rng, shape_question_share)
     if max_questions is not None and len(questions) > max_questions:
         picks = rng.choice(len(questions), size=max_questions, replace=False)
         questions = [questions[int(k)] for k in sorted(picks)]

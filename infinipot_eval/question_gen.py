@@ -30,7 +30,7 @@ from .questions import BagInfo, Question, QuestionSet
 from .world import Event, World
 
 __all__ = ["KINDS", "DEFAULT_WINDOW_SECONDS", "window_seconds_for", "checkpoint_times", "make_questions",
-           "make_question_set"]
+           "make_question_set", "with_article"]
 
 KINDS: tuple[str, ...] = ("colour", "presence", "order", "count")
 
@@ -45,7 +45,7 @@ def window_seconds_for(budget_tokens: int, tokens_per_frame: int, sample_hz: flo
     return budget_tokens / (tokens_per_frame * sample_hz)
 
 
-def _a(name: str) -> str:
+def with_article(name: str) -> str:
     """"an orange cube", "a red cube"."""
     return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
@@ -109,9 +109,9 @@ def _presence(ctx: _Ctx, state: dict) -> tuple[str, tuple[str, ...], tuple[Event
     if want_yes:
         event = ctx.past[int(ctx.rng.integers(len(ctx.past)))]
         latest = [e for e in ctx.past if e.name == event.name][-1]
-        return f"Did you see {_a(event.name)}?", ("yes",), (latest,)
+        return f"Did you see {with_article(event.name)}?", ("yes",), (latest,)
     name = unseen[int(ctx.rng.integers(len(unseen)))]
-    return f"Did you see {_a(name)}?", ("no",), ctx.past
+    return f"Did you see {with_article(name)}?", ("no",), ctx.past
 
 
 def _order(ctx: _Ctx, _state: dict) -> tuple[str, tuple[str, ...], tuple[Event, ...]] | None:

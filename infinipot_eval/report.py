@@ -108,14 +108,16 @@ def plot_accuracy(results: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_report(results: Sequence[dict[str, Any]], out_dir: str | Path, meta: dict[str, Any] | None = None
-                 ) -> dict[str, Path]:
-    """Write report.json, report.md and the plots into `out_dir`; return their paths by name."""
+def write_report(results: Sequence[dict[str, Any]], out_dir: str | Path, meta: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write report.json, report.md and the plots into `out_dir`; return their paths by name.
+
+    `extra`: further top-level keys of report.json (e.g. the suite's per-bag entries)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "memory_png": out / MEMORY_PNG,
              "accuracy_png": out / ACCURACY_PNG}
-    doc = {"results": list(results), "meta": dict(meta or {})}
+    doc = {"results": list(results), "meta": dict(meta or {}), **(extra or {})}
     paths["json"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     plot_memory(results, paths["memory_png"])
     plot_accuracy(results, paths["accuracy_png"])

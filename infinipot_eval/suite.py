@@ -106,15 +106,10 @@ def run_suite(out: Path, seeds: Sequence[int], *, seconds: float, policies: list
     meta = {"mode": "offline-suite", "model": model, "seeds": f"{seeds[0]}-{seeds[-1]} ({len(seeds)} bags)",
             "seconds": seconds, "window_seconds": window_seconds, "sample_hz": sample_hz,
             "max_new_tokens": max_new_tokens}
-    paths = write_report(pooled, out, meta)
-    # keep the per-bag entries (without their answer lists, which the pooled numbers already count)
-    import json
-
-    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
-    doc["per_bag"] = [{"bag": b, "results": [{k: v for k, v in r.items() if not k.endswith("_over_time")
-                                               and k != "answers"} for r in rs]} for b, rs in zip(bags, per_bag)]
-    paths["json"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    return paths
+    # the per-bag entries without their answer lists (the pooled numbers already count them) and curves
+    per_bag_doc = [{"bag": b, "results": [{k: v for k, v in r.items() if not k.endswith("_over_time")
+                                           and k != "answers"} for r in rs]} for b, rs in zip(bags, per_bag)]
+    return write_report(pooled, out, meta, extra={"per_bag": per_bag_doc})
 
 
 def _parser() -> argparse.ArgumentParser:

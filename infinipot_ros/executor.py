@@ -36,7 +36,6 @@ class BoundedThreadsExecutor(MultiThreadedExecutor):
 
     def __init__(self, num_threads: int, context: Any = None) -> None:
         super().__init__(num_threads=num_threads, context=context)
-        self.num_threads = num_threads
         self._permits = threading.BoundedSemaphore(num_threads)
         # The override below relies on MultiThreadedExecutor's pool and future list (same names from Humble
         # to Kilted); on an rclpy without them it falls back to the stock behaviour instead of failing.
@@ -52,8 +51,8 @@ class BoundedThreadsExecutor(MultiThreadedExecutor):
         if not self._gated:
             super()._spin_once_impl(timeout_sec, wait_condition)
             return
-        wait = _PERMIT_WAIT_S if timeout_sec is None or not isinstance(timeout_sec, (int, float)) or timeout_sec < 0 \
-            else min(float(timeout_sec), _PERMIT_WAIT_S)
+        timed = isinstance(timeout_sec, (int, float)) and timeout_sec >= 0  # None, a TimeoutObject: not a number
+        wait = min(float(timeout_sec), _PERMIT_WAIT_S) if timed else _PERMIT_WAIT_S
         if not self._permits.acquire(timeout=wait):
             return  # every thread busy: come back after a blocking wait, never a spin
         try:
