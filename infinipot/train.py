@@ -221,6 +221,11 @@ class TrainSettings:
     vision_aux: float = 0.0
     #: temporal frames per step for that loss
     vision_aux_batch: int = 32
+    #: steps of vision-only shape/colour training before answer training (vision_aux.pretrain_vision)
+    vision_pretrain_steps: int = 0
+    vision_pretrain_lr: float = 2e-3
+    #: keep the vision tower (and merger) fixed during answer training
+    freeze_vision: bool = False
     #: square frame side the model sees (a multiple of 28: 14-px patches merged 2x2); 56 -> 4 tokens/frame
     frame_size: int = FRAME_SIZE
 
@@ -231,7 +236,7 @@ def _progress(step: int, elapsed_s: float, settings: TrainSettings) -> float:
     Why time as well: on a shared CPU the step rate is not known in advance; with a time budget the
     curriculum and the learning-rate decay still run to completion inside it instead of being cut off.
     """
-    progress = step / settings.steps
+    progress = step / settings.steps if settings.steps > 0 else 1.0  # --steps 0: only the vision stage
     if settings.max_minutes > 0:
         progress = max(progress, elapsed_s / (settings.max_minutes * 60.0))
     return min(1.0, progress)
@@ -281,11 +286,12 @@ def _initial_weights(source: str, device: torch.device) -> dict:
     return torch.load(path, map_location=device, weights_only=False)["model"]
 
 
-def _aux_state(aux_head, aux_rng) -> dict:
-    """The auxiliary head and its data position, for --resume (never exported)."""
-    if aux_head is None:
-        return {}
-    return {"aux_head": aux_head.state_dict(), "aux_rng": aux_rng.bit_generator.state}
+def _aux_state(aux_head, aux_rng, vision_report: dict) -> dict:
+    """The auxiliary head, its data position and the vision pre-training result, for --resume (never exported)."""
+    state: dict = {"vision_pretrain": vision_report}
+    if aux_head is not None:
+        state.update(aux_head=aux_head.state_dict(), aux_rng=aux_rng.bit_generator.state)
+    return state
 
 
 def train(settings: TrainSettings, resume: bool = False, size: ModelSize = ModelSize()) -> tuple[Qwen2VLAdapter, dict]:
@@ -302,7 +308,23 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
     model = build_model(tokenizer, size, seed=settings.seed).to(device)
     adapter = build_adapter(model, tokenizer, frame_size=settings.frame_size)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+    checkpoint = out / CHECKPOINT_NAME
+    resuming = resume and checkpoint.is_file()
+    if settings.init_from and not resuming:
+        model.load_state_dict(_initial_weights(settings.init_from, device))
+        print(f"initialised from {settings.init_from}", flush=True)
+    vision_report: dict = {}
+    if settings.vision_pretrain_steps > 0 and not resuming:
+        from .vision_aux import VisionAuxHead, pretrain_vision
+
+        vision_report = pretrain_vision(
+            adapter, VisionAuxHead(size.hidden).to(device), steps=settings.vision_pretrain_steps,
+            lr=settings.vision_pretrain_lr, batch=settings.vision_aux_batch,
+            rng=np.random.default_rng([settings.seed, 13]), sample_hz=SAMPLE_HZ,
+            log=lambda line: print(line, flush=True))
+    if settings.freeze_vision:
+        model.model.visual.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay,
                                   betas=(0.9, 0.98))
     aux_head, aux_rng = None, np.random.default_rng([settings.seed, 11])
     if settings.vision_aux > 0:
@@ -315,22 +337,19 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         wanted = tuple(k.strip() for k in settings.kinds.split(",") if k.strip())
         stages = tuple(replace(stage, kinds=tuple(k for k in stage.kinds if k in wanted) or stage.kinds)
                        for stage in STAGES)
-    if settings.init_from and not (resume and (out / CHECKPOINT_NAME).is_file()):
-        model.load_state_dict(_initial_weights(settings.init_from, device))
-        print(f"initialised from {settings.init_from}", flush=True)
     fixed = [float(w) for w in settings.stage_weights.split(",")] if settings.stage_weights else None
     stream = ExampleStream(settings.seed, stages, sample_hz=SAMPLE_HZ, frames_per_step=adapter.frames_per_step,
                            fixed_weights=fixed, hard_negative_share=settings.hard_negatives,
                            shape_question_share=settings.shape_questions)
     batch_rng = np.random.default_rng([settings.seed, 7])
     step, history, elapsed_before = 0, [], 0.0
-    checkpoint = out / CHECKPOINT_NAME
-    if resume and checkpoint.is_file():
+    if resuming:
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = int(state["step"]), list(state["history"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
+        vision_report = dict(state.get("vision_pretrain", {}))
         stream.restore(state["stream"])
         if aux_head is not None and "aux_head" in state:
             aux_head.load_state_dict(state["aux_head"])
@@ -369,7 +388,7 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         if aux_head is not None:
             aux_frames, aux_shapes, aux_colours = object_frames(aux_rng, settings.vision_aux_batch,
                                                                 adapter.frames_per_step, SAMPLE_HZ)
-            aux_loss, aux_acc = aux_head.loss(adapter, aux_frames, aux_shapes, aux_colours)
+            aux_loss, aux_acc, _ = aux_head.loss(adapter, aux_frames, aux_shapes, aux_colours)
             total = loss + settings.vision_aux * aux_loss
             tally = window_kinds.setdefault("vision_shape", [0, 0])
             tally[0] += int(round(aux_acc * len(aux_shapes)))
@@ -403,13 +422,13 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
             window_kinds = {}
         if step % settings.save_every == 0:
             _save_checkpoint(checkpoint, model, optimizer, step, stream, batch_rng, settings, history, elapsed(),
-                             _aux_state(aux_head, aux_rng))
+                             _aux_state(aux_head, aux_rng, vision_report))
     _save_checkpoint(checkpoint, model, optimizer, step, stream, batch_rng, settings, history, elapsed(),
-                     _aux_state(aux_head, aux_rng))
+                     _aux_state(aux_head, aux_rng, vision_report))
     model.eval()
     summary = {"steps": step, "samples_this_run": samples, "wall_s_this_run": round(time.perf_counter() - started, 1),
                "wall_s_total": round(elapsed(), 1), "batch_size": settings.batch_size,
-               "parameters": params, "history": history}
+               "parameters": params, "vision_pretrain": vision_report, "history": history}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return adapter, summary
 
@@ -471,6 +490,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vision-aux", type=float, default=0.0,
                    help="weight of an auxiliary shape/colour loss on the vision tower (training aid, not exported)")
     p.add_argument("--vision-aux-batch", type=int, default=32)
+    p.add_argument("--vision-pretrain-steps", type=int, default=0,
+                   help="first train the vision tower alone on shape/colour labels for this many steps")
+    p.add_argument("--vision-pretrain-lr", type=float, default=TrainSettings.vision_pretrain_lr)
+    p.add_argument("--freeze-vision", action="store_true",
+                   help="keep the vision tower fixed during answer training (e.g. after --vision-pretrain-steps)")
     p.add_argument("--frame-size", type=int, default=FRAME_SIZE,
                    help="square frame side in px the model sees (multiple of 28; 56 = 4 tokens per frame)")
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights or an exported model folder")
@@ -494,7 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              kinds=args.kinds, init_from=args.init_from, stage_weights=args.stage_weights,
                              hard_negatives=args.hard_negatives, frame_size=args.frame_size,
                              shape_questions=args.shape_questions, vision_aux=args.vision_aux,
-                             vision_aux_batch=args.vision_aux_batch)
+                             vision_aux_batch=args.vision_aux_batch,
+                             vision_pretrain_steps=args.vision_pretrain_steps,
+                             vision_pretrain_lr=args.vision_pretrain_lr, freeze_vision=args.freeze_vision)
     size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                      intermediate=args.intermediate, vision_dim=args.vision_dim, vision_depth=args.vision_depth)
     adapter, summary = train(settings, resume=args.resume, size=size)

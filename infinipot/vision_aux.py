@@ -23,7 +23,7 @@ from infinipot_eval.world import World
 
 from .train_data import STAGES, TRAIN_SEED_BASE
 
-__all__ = ["object_frames", "VisionAuxHead", "probe_accuracy"]
+__all__ = ["object_frames", "VisionAuxHead", "pretrain_vision", "probe_accuracy"]
 
 SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
@@ -71,15 +71,57 @@ class VisionAuxHead(torch.nn.Module):
         return self.shape(pooled), self.colour(pooled)
 
     def loss(self, adapter, frames: Sequence[np.ndarray], shapes: torch.Tensor, colours: torch.Tensor
-             ) -> tuple[torch.Tensor, float]:
-        """(shape + colour cross entropy, shape accuracy) of one batch through the adapter's vision tower."""
+             ) -> tuple[torch.Tensor, float, float]:
+        """(shape + colour cross entropy, shape accuracy, colour accuracy) of one batch through the adapter's
+        vision tower."""
         embeds = adapter.encode_frames(frames).embeds
         tokens = embeds.reshape(len(shapes), adapter.tokens_per_frame, -1).float()
         shape_logits, colour_logits = self(tokens)
         shapes, colours = shapes.to(tokens.device), colours.to(tokens.device)
         loss = F.cross_entropy(shape_logits, shapes) + F.cross_entropy(colour_logits, colours)
-        accuracy = float((shape_logits.argmax(1) == shapes).float().mean())
-        return loss, accuracy
+        shape_accuracy = float((shape_logits.argmax(1) == shapes).float().mean())
+        colour_accuracy = float((colour_logits.argmax(1) == colours).float().mean())
+        return loss, shape_accuracy, colour_accuracy
+
+
+def pretrain_vision(adapter, head: VisionAuxHead, *, steps: int, lr: float, batch: int,
+                    rng: np.random.Generator, sample_hz: float = 2.0, log_every: int = 100,
+                    log=print) -> dict[str, float]:
+    """Train the vision tower (patch embedding, blocks, merger) and `head` alone on shape/colour labels.
+
+    Why a separate stage before answer training: measured here, this direct signal taught the shipped tower
+    shape in minutes (0.25 -> 0.97 held-out head accuracy in 9,000 steps of 64 frames, 11 min on 2 cores),
+    while the same loss mixed into answer training rose only to 0.65 in 90 min: there it shares one
+    gradient clip and one schedule with the much larger answer loss. Afterwards the tower can be frozen
+    (`--freeze-vision`) so answer training cannot wash shape out again and runs faster.
+
+    Constant LR after a short warmup (the stage is short and its data endless). Returns the mean training
+    shape/colour accuracy of the last `log_every` steps (fresh frames every step, so it is a held-out figure).
+    """
+    visual = adapter.model.model.visual
+    params = list(visual.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warmup = min(100, max(steps // 10, 1))
+    was_training = adapter.model.training
+    adapter.model.train()
+    shape_hits: list[float] = []
+    colour_hits: list[float] = []
+    for step in range(1, steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, step / warmup)
+        loss, shape_accuracy, colour_accuracy = head.loss(
+            adapter, *object_frames(rng, batch, adapter.frames_per_step, sample_hz))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        shape_hits.append(shape_accuracy)
+        colour_hits.append(colour_accuracy)
+        if step % log_every == 0 or step == steps:
+            log(f"vision step {step:5d}/{steps} loss {loss.item():.3f} shape {np.mean(shape_hits[-log_every:]):.3f} "
+                f"colour {np.mean(colour_hits[-log_every:]):.3f}")
+    adapter.model.train(was_training)
+    return {"shape": float(np.mean(shape_hits[-log_every:])), "colour": float(np.mean(colour_hits[-log_every:]))}
 
 
 def probe_accuracy(adapter, *, count: int = 600, steps: int = 300, seed: int = 0) -> dict[str, float]:

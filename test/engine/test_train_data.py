@@ -105,7 +105,7 @@ def test_vision_aux_head_learns_shapes_on_a_fixed_batch() -> None:
     optimizer = torch.optim.Adam(params, lr=3e-3)
     first = None
     for _ in range(30):
-        loss, _acc = head.loss(adapter, frames, shapes, colours)
+        loss, _shape_acc, _colour_acc = head.loss(adapter, frames, shapes, colours)
         first = float(loss) if first is None else first
         optimizer.zero_grad()
         loss.backward()

@@ -105,3 +105,34 @@ def test_training_can_start_from_the_shipped_folder(tmp_path) -> None:
 
     assert first_loss(str(CHECKPOINT), "shipped") < 0.5
     assert first_loss("", "fresh") > 2.0
+
+
+def test_vision_stage_changes_only_the_tower_and_freeze_keeps_it(tmp_path) -> None:
+    """`--steps 0 --vision-pretrain-steps N` trains the vision tower alone (language model untouched);
+    answer training with `--freeze-vision` then changes the language model but not the tower."""
+    from infinipot.train import TrainSettings, train
+
+    def weights(adapter) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
+
+    def split(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+        vision = {k: v for k, v in state.items() if ".visual." in f".{k}"}
+        return vision, {k: v for k, v in state.items() if k not in vision}
+
+    shipped_vision, shipped_language = split(weights(load_adapter(str(CHECKPOINT))))
+    vision_run = TrainSettings(out=str(tmp_path / "vision"), steps=0, threads=1, init_from=str(CHECKPOINT),
+                               vision_pretrain_steps=3, vision_aux_batch=4)
+    adapter, summary = train(vision_run)
+    assert set(summary["vision_pretrain"]) == {"shape", "colour"}
+    tuned_vision, tuned_language = split(weights(adapter))
+    assert tuned_vision and tuned_language
+    assert all(torch.equal(tuned_language[k], v) for k, v in shipped_language.items())
+    assert any(not torch.equal(tuned_vision[k], v) for k, v in shipped_vision.items())
+
+    answer_run = TrainSettings(out=str(tmp_path / "answers"), steps=2, batch_size=4, warmup=1, log_every=1,
+                               threads=1, init_from=str(tmp_path / "vision" / "checkpoint.pt"),
+                               freeze_vision=True, stage_weights="1,0,0")
+    adapter, _summary = train(answer_run)
+    final_vision, final_language = split(weights(adapter))
+    assert all(torch.equal(final_vision[k], v) for k, v in tuned_vision.items())
+    assert any(not torch.equal(final_language[k], v) for k, v in tuned_language.items())
