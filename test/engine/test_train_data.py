@@ -19,12 +19,13 @@ def _world_with_events(min_events: int) -> World:
     raise AssertionError("no world with enough events")
 
 
-def test_hard_negatives_name_a_seen_colour_on_an_unseen_shape() -> None:
+def test_hard_negatives_share_a_colour_or_a_shape_with_a_seen_object() -> None:
     world = _world_with_events(3)
     questions = make_questions(world, kinds=("presence",), per_checkpoint=2)
     hardened = harden_presence(world, questions, np.random.default_rng(0), share=1.0)
     assert len(hardened) == len(questions)
     rewritten = 0
+    halves: set[str] = set()
     for before, after in zip(questions, hardened):
         assert after.answers == before.answers and after.time == before.time
         if before.answers[0] == "yes":
@@ -36,9 +37,12 @@ def test_hard_negatives_name_a_seen_colour_on_an_unseen_shape() -> None:
         assert f"{colour} {shape}" not in {e.name for e in past}, "a hard negative must still be a 'no'"
         if after != before:
             rewritten += 1
-            assert colour in {e.colour for e in past}
+            seen_colour, seen_shape = colour in {e.colour for e in past}, shape in {e.shape for e in past}
+            assert seen_colour or seen_shape
+            halves.update(name for name, hit in (("colour", seen_colour), ("shape", seen_shape)) if hit)
             assert "hard_negative" in after.tags
     assert rewritten > 0
+    assert halves == {"colour", "shape"}, "both kinds of partial match must occur"
 
 
 def test_share_zero_leaves_questions_alone() -> None:
