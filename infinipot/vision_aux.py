@@ -1,7 +1,7 @@
 """An auxiliary training loss that teaches the vision tower what objects look like (shape and colour).
 
 Why: trained end to end only through answers, the tiny model learnt colours quickly but stayed shape-blind.
-A linear probe on its frozen visual tokens told the 5 shapes apart barely above chance (0.31 against
+A linear probe on its frozen visual tokens told the 5 shapes apart barely above chance (0.25 against
 0.20), so "What colour was the star?" after several objects was a guess among the colours seen. The answer
 loss reaches the vision tower only through three language layers and the right attention, a weak and slow
 signal. With a direct classification head on the visual tokens of one temporal frame (one object in view),

@@ -29,9 +29,9 @@ CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "infinipot-tiny-qw
 #: held-out worlds (seeds far below the training range), 40-s streams with several objects each
 HELD_OUT_SEEDS = range(0, 10)
 assert max(HELD_OUT_SEEDS) < TRAIN_SEED_BASE
-#: the shipped model scores ~0.8 on these (model card: 60-s worlds, seeds 0-29); an untrained or shape-blind
-#: model scores ~0.4-0.6 (it answers "yes" to a seen colour on another shape, and guesses among seen colours)
-MIN_HELD_OUT_ACCURACY = 0.7
+#: the shipped model answers 44 of these 56 questions right (0.79); the shape-blind first release answered 39
+#: (0.70): it said "yes" to a seen colour on another shape and guessed among the colours seen
+MIN_HELD_OUT_ACCURACY = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_presence_binds_colour_to_shape(adapter) -> None:
             right += session.ask(f"Did you see {with_article(name)}?", 4).text.strip() == want
             total += 1
     assert total >= 45
-    assert right / total >= 0.8, f"{right}/{total} right"
+    assert right / total >= 0.8, f"{right}/{total} right"  # shipped: 53/60; first release: 40/60
 
 
 def test_training_forward_equals_the_session(adapter) -> None:
