@@ -40,6 +40,7 @@ from .adapters.qwen2_vl import Qwen2VLAdapter
 from .tiny_models import write_infinipot_json
 from .tiny_tokenizer import build_tokenizer
 from .train_data import EXTRA_WORDS, STAGES, Example, ExampleStream, length_batches
+from .vision_aux import VisionAuxHead, object_frames, pretrain_vision
 
 __all__ = ["ModelSize", "build_model", "build_adapter", "example_sequence", "batch_logits", "batch_loss", "train", "export", "main"]
 
@@ -315,8 +316,6 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
         print(f"initialised from {settings.init_from}", flush=True)
     vision_report: dict = {}
     if settings.vision_pretrain_steps > 0 and not resuming:
-        from .vision_aux import VisionAuxHead, pretrain_vision
-
         vision_report = pretrain_vision(
             adapter, VisionAuxHead(size.hidden).to(device), steps=settings.vision_pretrain_steps,
             lr=settings.vision_pretrain_lr, batch=settings.vision_aux_batch,
@@ -324,12 +323,10 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
             log=lambda line: print(line, flush=True))
     if settings.freeze_vision:
         model.model.visual.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay,
-                                  betas=(0.9, 0.98))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.98))
     aux_head, aux_rng = None, np.random.default_rng([settings.seed, 11])
     if settings.vision_aux > 0:
-        from .vision_aux import VisionAuxHead, object_frames
-
         aux_head = VisionAuxHead(size.hidden).to(device)
         optimizer.add_param_group({"params": list(aux_head.parameters())})
     stages = STAGES
