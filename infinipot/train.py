@@ -63,6 +63,8 @@ class ModelSize:
     vision_dim: int = 64
     vision_depth: int = 2
     vision_heads: int = 2
+    #: M-RoPE base of the language model (real Qwen2-VL: 1,000,000)
+    rope_theta: int = 10000
 
 
 def _special_ids(tokenizer) -> dict[str, int]:
@@ -89,7 +91,7 @@ def build_model(tokenizer, size: ModelSize = ModelSize(), seed: int = 0) -> torc
             vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
             num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
             max_position_embeddings=1 << 20, rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            rope_parameters={"rope_type": "default", "rope_theta": float(size.rope_theta), "mrope_section": mrope},
             bos_token_id=special["pad"], eos_token_id=special["eos"], pad_token_id=special["pad"],
         ),
         vision_config=dict(depth=size.vision_depth, embed_dim=size.vision_dim, hidden_size=size.hidden,
@@ -218,6 +220,8 @@ class TrainSettings:
     hard_negatives: float = 0.0
     #: share of ask times that also get a training-only "What shape was the <colour> object?"
     shape_questions: float = 0.0
+    #: share of colour questions re-aimed at a shape other than the latest object's (train_data.focus_older_colour)
+    older_colour: float = 0.0
     #: weight of the auxiliary shape/colour classification loss on the vision tower (0 = off; vision_aux.py)
     vision_aux: float = 0.0
     #: temporal frames per step for that loss
@@ -337,7 +341,8 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
     fixed = [float(w) for w in settings.stage_weights.split(",")] if settings.stage_weights else None
     stream = ExampleStream(settings.seed, stages, sample_hz=SAMPLE_HZ, frames_per_step=adapter.frames_per_step,
                            fixed_weights=fixed, hard_negative_share=settings.hard_negatives,
-                           shape_question_share=settings.shape_questions)
+                           shape_question_share=settings.shape_questions,
+                           older_colour_share=settings.older_colour)
     batch_rng = np.random.default_rng([settings.seed, 7])
     step, history, elapsed_before = 0, [], 0.0
     if resuming:
@@ -484,6 +489,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="share of 'no' presence questions turned into a seen colour on an unseen shape")
     p.add_argument("--shape-questions", type=float, default=0.0,
                    help="share of ask times that also get 'What shape was the <colour> object?' (training only)")
+    p.add_argument("--older-colour", type=float, default=0.0,
+                   help="share of colour questions re-aimed at an older object's shape than the latest one's")
     p.add_argument("--vision-aux", type=float, default=0.0,
                    help="weight of an auxiliary shape/colour loss on the vision tower (training aid, not exported)")
     p.add_argument("--vision-aux-batch", type=int, default=32)
@@ -497,7 +504,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint.pt's weights or an exported model folder")
     p.add_argument("--export", default=None, help=f"export the trained model here (e.g. {DEFAULT_EXPORT})")
     p.add_argument("--export-only", action="store_true", help="skip training; export OUT's checkpoint")
-    for field in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vision_dim", "vision_depth"):
+    for field in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vision_dim", "vision_depth", "rope_theta"):
         p.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(ModelSize(), field))
     return p.parse_args(argv)
 
@@ -514,12 +521,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              save_every=args.save_every, log_every=args.log_every, max_minutes=args.max_minutes,
                              kinds=args.kinds, init_from=args.init_from, stage_weights=args.stage_weights,
                              hard_negatives=args.hard_negatives, frame_size=args.frame_size,
-                             shape_questions=args.shape_questions, vision_aux=args.vision_aux,
+                             shape_questions=args.shape_questions, older_colour=args.older_colour,
+                             vision_aux=args.vision_aux,
                              vision_aux_batch=args.vision_aux_batch,
                              vision_pretrain_steps=args.vision_pretrain_steps,
                              vision_pretrain_lr=args.vision_pretrain_lr, freeze_vision=args.freeze_vision)
     size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
-                     intermediate=args.intermediate, vision_dim=args.vision_dim, vision_depth=args.vision_depth)
+                     intermediate=args.intermediate, vision_dim=args.vision_dim, vision_depth=args.vision_depth,
+                     rope_theta=args.rope_theta)
     adapter, summary = train(settings, resume=args.resume, size=size)
     print(f"trained {summary['steps']} steps ({summary['samples_this_run']} samples, {summary['wall_s_this_run']} s)")
     if args.export:

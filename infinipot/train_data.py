@@ -43,6 +43,7 @@ __all__ = [
     "stage_weights",
     "harden_presence",
     "add_shape_questions",
+    "focus_older_colour",
     "ExampleStream",
     "length_batches",
 ]
@@ -142,6 +143,33 @@ def harden_presence(world: World, questions: list, rng: np.random.Generator, sha
     return out
 
 
+def focus_older_colour(world: World, questions: list, rng: np.random.Generator, share: float) -> list:
+    """Re-aim a `share` of the colour questions at a shape other than the latest object's, where two or more
+    shapes were seen so far ("What colour was the star?" when a cube came after the star).
+
+    Why: the model answered the colour of the most recent object almost always right (43 of 44 on held-out
+    60-s worlds) and an older object's only half the time (10 of 20), every miss naming another seen
+    object's colour. The evaluation picks the asked shape uniformly, so a stream with two shapes asks about
+    the latest one half the time and "say the newest colour" is a cheap partial answer. Questions that can
+    only be answered by finding the asked shape in older memory take that shortcut away. The wording and
+    answer follow question_gen's colour rule (the most recent object of that shape).
+    """
+    if share <= 0.0:
+        return questions
+    out = []
+    for q in questions:
+        if q.kind == "colour" and rng.random() < share:
+            past = world.events_before(q.time)
+            older_shapes = sorted({e.shape for e in past} - {past[-1].shape}) if past else []
+            if older_shapes:
+                shape = older_shapes[int(rng.integers(len(older_shapes)))]
+                same = [e for e in past if e.shape == shape]
+                text = f"What colour was the {shape}?" if len(same) == 1 else f"What colour was the most recent {shape}?"
+                q = replace(q, question=text, answers=(same[-1].colour,), tags=(q.kind, *q.tags[1:], "older"))
+        out.append(q)
+    return out
+
+
 def add_shape_questions(world: World, questions: list, rng: np.random.Generator, share: float) -> list:
     """Add, at a `share` of the ask times, "What shape was the <colour> object?" about a past event whose
     colour is unique so far (a training-only kind, `shape`; the evaluation never asks it).
@@ -180,6 +208,7 @@ def world_examples(
     max_questions: int | None = None,
     hard_negative_share: float = 0.0,
     shape_question_share: float = 0.0,
+    older_colour_share: float = 0.0,
 ) -> list[Example]:
     """All (or `max_questions` random) questions about the world `seed` of `stage`, each with its frames."""
     rng = rng if rng is not None else np.random.default_rng(seed)
@@ -188,6 +217,7 @@ def world_examples(
     world = World(seed=seed, seconds=seconds, fps=fps, size=size, config=stage.config)
     questions = make_questions(world, kinds=stage.kinds, per_checkpoint=2, times=ask_times(world, rng))
     questions = harden_presence(world, questions, rng, hard_negative_share)
+    questions = focus_older_colour(world, questions, rng, older_colour_share)
     questions = add_shape_questions(world, questions, rng, shape_question_share)
     if max_questions is not None and len(questions) > max_questions:
         picks = rng.choice(len(questions), size=max_questions, replace=False)
@@ -236,7 +266,7 @@ class ExampleStream:
     def __init__(self, seed: int, stages: Sequence[Stage] = STAGES, *, sample_hz: float = 2.0,
                  fps: float = 10.0, frames_per_step: int = 2, questions_per_world: int = 3,
                  fixed_weights: Sequence[float] | None = None, hard_negative_share: float = 0.0,
-                 shape_question_share: float = 0.0) -> None:
+                 shape_question_share: float = 0.0, older_colour_share: float = 0.0) -> None:
         self.seed = int(seed)
         self.stages = tuple(stages)
         self.sample_hz = sample_hz
@@ -251,6 +281,7 @@ class ExampleStream:
             self.fixed_weights = [w / sum(fixed_weights) for w in fixed_weights]
         self.hard_negative_share = float(hard_negative_share)
         self.shape_question_share = float(shape_question_share)
+        self.older_colour_share = float(older_colour_share)
         self.worlds = 0  # worlds drawn so far
 
     def state(self) -> dict:
@@ -273,7 +304,8 @@ class ExampleStream:
                                       frames_per_step=self.frames_per_step, rng=rng,
                                       max_questions=self.questions_per_world,
                                       hard_negative_share=self.hard_negative_share,
-                                      shape_question_share=self.shape_question_share)
+                                      shape_question_share=self.shape_question_share,
+                                      older_colour_share=self.older_colour_share)
             if examples:
                 return examples
 

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from infinipot.train_data import STAGES, ExampleStream, add_shape_questions, harden_presence
+from infinipot.train_data import STAGES, ExampleStream, add_shape_questions, focus_older_colour, harden_presence
 from infinipot_eval.question_gen import make_questions
 from infinipot_eval.world import World
 
@@ -126,3 +126,25 @@ def test_linear_probe_reads_colour_from_a_random_tower() -> None:
     scores = probe_accuracy(load_adapter("builtin:tiny-qwen2-vl"), count=160, steps=200)
     assert set(scores) == {"shape", "colour"}
     assert scores["colour"] > 0.3, scores  # chance is 0.125
+
+
+def test_older_colour_questions_ask_about_a_shape_other_than_the_latest_one() -> None:
+    world = _world_with_events(4)
+    questions = make_questions(world, kinds=("colour",), per_checkpoint=1)
+    focused = focus_older_colour(world, questions, np.random.default_rng(3), share=1.0)
+    assert len(focused) == len(questions)
+    re_aimed = 0
+    for before, after in zip(questions, focused):
+        past = world.events_before(after.time)
+        shape = after.question.rstrip("?").split()[-1]
+        same = [e for e in past if e.shape == shape]
+        assert same and after.answers == (same[-1].colour,), "the answer must be that shape's latest colour"
+        assert ("most recent" in after.question) == (len(same) > 1)
+        if len({e.shape for e in past}) >= 2:
+            assert shape != past[-1].shape, "with two shapes seen, the latest object's shape is never asked"
+            assert "older" in after.tags
+            re_aimed += 1
+        else:
+            assert after == before
+    assert re_aimed > 0
+    assert focus_older_colour(world, questions, np.random.default_rng(3), share=0.0) == questions

@@ -171,3 +171,19 @@ def test_vision_stage_changes_only_the_tower_and_freeze_keeps_it(tmp_path) -> No
     final_vision, final_language = split(weights(adapter))
     assert all(torch.equal(final_vision[k], v) for k, v in tuned_vision.items())
     assert any(not torch.equal(final_language[k], v) for k, v in tuned_language.items())
+
+
+def test_rope_theta_reaches_the_exported_model(tmp_path) -> None:
+    """`--rope-theta` (a ModelSize field) sets the language model's M-RoPE base; the training folder and the
+    exported `from_pretrained` folder both rebuild a model with that base, not the default 1e4."""
+    from infinipot.train import ModelSize, TrainSettings, export, load_trained, train
+
+    settings = TrainSettings(out=str(tmp_path / "run"), steps=1, batch_size=2, warmup=1, log_every=1, threads=1,
+                             init_from=str(CHECKPOINT), stage_weights="1,0,0")
+    train(settings, size=ModelSize(rope_theta=1_000_000))
+    rebuilt, _state = load_trained(tmp_path / "run")
+    loaded = load_adapter(str(export(rebuilt, tmp_path / "exported")))
+    for model in (rebuilt.model, loaded.model):
+        assert model.config.text_config.rope_parameters["rope_theta"] == 1_000_000
+        inv_freq = model.model.language_model.rotary_emb.inv_freq
+        torch.testing.assert_close(inv_freq[-1], torch.tensor(1e6 ** (-15 / 16)), rtol=1e-4, atol=0)
