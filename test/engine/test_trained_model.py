@@ -187,3 +187,18 @@ def test_rope_theta_reaches_the_exported_model(tmp_path) -> None:
         assert model.config.text_config.rope_parameters["rope_theta"] == 1_000_000
         inv_freq = model.model.language_model.rotary_emb.inv_freq
         torch.testing.assert_close(inv_freq[-1], torch.tensor(1e6 ** (-15 / 16)), rtol=1e-4, atol=0)
+
+
+def test_a_grown_model_starts_as_the_shipped_one(adapter) -> None:
+    """`--layers 4 --init-from <3-layer weights>`: the appended layer starts as the identity, so the grown
+    model's logits equal the shipped model's before training; weights of another shape are refused."""
+    from infinipot.train import ModelSize, build_model, load_growing
+
+    shipped = adapter.model
+    grown = build_model(adapter.tokenizer, ModelSize(layers=len(shipped.model.language_model.layers) + 1), seed=3)
+    assert load_growing(grown, shipped.state_dict()) == [len(shipped.model.language_model.layers)]
+    ids = torch.tensor([adapter.tokenizer("What colour was the star?", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(grown(input_ids=ids).logits, shipped(input_ids=ids).logits, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError):
+        load_growing(build_model(adapter.tokenizer, ModelSize(layers=2)), shipped.state_dict())
