@@ -55,6 +55,13 @@ class KindScore:
     def accuracy(self) -> float:
         return self.right / self.total if self.total else float("nan")
 
+    def count(self, correct: bool) -> None:
+        self.total += 1
+        self.right += int(correct)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"right": self.right, "total": self.total, "accuracy": round(self.accuracy, 4)}
+
 
 @dataclass
 class EvalReport:
@@ -64,28 +71,22 @@ class EvalReport:
 
     def add(self, record: AnswerRecord) -> None:
         self.records.append(record)
-        score = self.per_kind.setdefault(record.question.tags[0], KindScore())
-        score.total += 1
-        score.right += int(record.correct)
+        self.per_kind.setdefault(record.question.tags[0], KindScore()).count(record.correct)
 
     def colour_by_target(self) -> dict[str, KindScore]:
         """Colour accuracy split by whether the asked object is the latest one (see `colour_target`)."""
         split: dict[str, KindScore] = {}
         for r in self.records:
             if r.colour_target:
-                score = split.setdefault(r.colour_target, KindScore())
-                score.total += 1
-                score.right += int(r.correct)
+                split.setdefault(r.colour_target, KindScore()).count(r.correct)
         return dict(sorted(split.items()))
 
     def as_dict(self) -> dict[str, object]:
         overall = KindScore(sum(s.right for s in self.per_kind.values()), sum(s.total for s in self.per_kind.values()))
         return {
-            "per_kind": {k: {"right": s.right, "total": s.total, "accuracy": round(s.accuracy, 4)}
-                         for k, s in sorted(self.per_kind.items())},
-            "overall": {"right": overall.right, "total": overall.total, "accuracy": round(overall.accuracy, 4)},
-            "colour_by_target": {k: {"right": s.right, "total": s.total, "accuracy": round(s.accuracy, 4)}
-                                 for k, s in self.colour_by_target().items()},
+            "per_kind": {k: s.as_dict() for k, s in sorted(self.per_kind.items())},
+            "overall": overall.as_dict(),
+            "colour_by_target": {k: s.as_dict() for k, s in self.colour_by_target().items()},
             "wall_s": round(self.wall_s, 1),
         }
 

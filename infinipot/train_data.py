@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from infinipot_eval.question_gen import KINDS, make_questions, with_article
+from infinipot_eval.question_gen import KINDS, colour_question, make_questions, with_article
 from infinipot_eval.questions import Question
 from infinipot_eval.world import World, WorldConfig
 from infinipot_ros.sampling import FrameSampler
@@ -152,7 +152,7 @@ def focus_older_colour(world: World, questions: list, rng: np.random.Generator, 
     object's colour. The evaluation picks the asked shape uniformly, so a stream with two shapes asks about
     the latest one half the time and "say the newest colour" is a cheap partial answer. Questions that can
     only be answered by finding the asked shape in older memory take that shortcut away. The wording and
-    answer follow question_gen's colour rule (the most recent object of that shape).
+    answer are question_gen's own (`colour_question`).
     """
     if share <= 0.0:
         return questions
@@ -162,10 +162,8 @@ def focus_older_colour(world: World, questions: list, rng: np.random.Generator, 
             past = world.events_before(q.time)
             older_shapes = sorted({e.shape for e in past} - {past[-1].shape}) if past else []
             if older_shapes:
-                shape = older_shapes[int(rng.integers(len(older_shapes)))]
-                same = [e for e in past if e.shape == shape]
-                text = f"What colour was the {shape}?" if len(same) == 1 else f"What colour was the most recent {shape}?"
-                q = replace(q, question=text, answers=(same[-1].colour,), tags=(q.kind, *q.tags[1:], "older"))
+                text, target = colour_question(past, older_shapes[int(rng.integers(len(older_shapes)))])
+                q = replace(q, question=text, answers=(target.colour,), tags=(q.kind, *q.tags[1:], "older"))
         out.append(q)
     return out
 

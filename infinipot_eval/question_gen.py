@@ -23,6 +23,7 @@ frames keeps none of it; otherwise `recent`. `window_seconds_for` gives that win
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from .questions import BagInfo, Question, QuestionSet
 from .world import Event, World
 
 __all__ = ["KINDS", "DEFAULT_WINDOW_SECONDS", "window_seconds_for", "checkpoint_times", "make_questions",
-           "make_question_set", "with_article"]
+           "make_question_set", "with_article", "colour_question"]
 
 KINDS: tuple[str, ...] = ("colour", "presence", "order", "count")
 
@@ -85,14 +86,19 @@ class _Ctx:
         return [e for e in self.past if names.count(e.name) == 1]
 
 
+def colour_question(past: Sequence[Event], shape: str) -> tuple[str, Event]:
+    """The colour question about `shape` (seen in `past`) and the event it asks about: "What colour was the
+    cube?" when one cube was seen, "What colour was the most recent cube?" (the latest one) when several were."""
+    same = [e for e in past if e.shape == shape]
+    text = f"What colour was the {shape}?" if len(same) == 1 else f"What colour was the most recent {shape}?"
+    return text, same[-1]
+
+
 def _colour(ctx: _Ctx, _state: dict) -> tuple[str, tuple[str, ...], tuple[Event, ...]] | None:
     if not ctx.past:
         return None
     shapes = sorted({e.shape for e in ctx.past})
-    shape = shapes[int(ctx.rng.integers(len(shapes)))]
-    same = [e for e in ctx.past if e.shape == shape]
-    target = same[-1]
-    text = f"What colour was the {shape}?" if len(same) == 1 else f"What colour was the most recent {shape}?"
+    text, target = colour_question(ctx.past, shapes[int(ctx.rng.integers(len(shapes)))])
     return text, (target.colour,), (target,)
 
 
