@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 BUILD := build/venv-interfaces
-PY_SOURCES := $(shell find infinipot infinipot_ros infinipot_eval -name "*.py" 2>/dev/null) $(shell find models -type f 2>/dev/null) setup.py
+PY_SOURCES := $(shell find infinipot infinipot_ros infinipot_eval infinipot_train -name "*.py" 2>/dev/null) $(shell find models -type f 2>/dev/null) setup.py
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
 .PHONY: setup demo test test-fast bench clean-venv help
@@ -39,6 +39,7 @@ $(VENV)/.interfaces-installed: $(VENV)/.requirements-installed CMakeLists.txt pa
 	touch $@
 
 $(VENV)/.python-installed: $(VENV)/.interfaces-installed $(PY_SOURCES)
+	rm -rf build/lib build/bdist.*  # stale copies of moved modules would be packed into the wheel
 	$(PIP) install --quiet --progress-bar off --no-deps --no-build-isolation .
 	touch $@
 

@@ -32,22 +32,23 @@ setup(
         "infinipot.scorers",
         "infinipot_ros",
         "infinipot_eval",
+        "infinipot_train",
     ],
     data_files=shipped_model_files(),
     entry_points={
         "console_scripts": [
             "infinipot_node = infinipot_ros.node:main",
             "infinipot-ask = infinipot_ros.ask_cli:main",
-            "infinipot_synthetic_camera = infinipot_ros.synthetic_camera:main",
-            "infinipot-demo = infinipot_ros.demo:main",
+            "infinipot_synthetic_camera = infinipot_eval.synthetic_camera:main",
+            "infinipot-demo = infinipot_eval.demo:main",
             "infinipot-bench = infinipot.bench:main",
-            "infinipot-train = infinipot.train:main",
-            "infinipot-model-eval = infinipot.model_eval:main",
+            "infinipot-train = infinipot_train.train:main",
+            "infinipot-model-eval = infinipot_train.model_eval:main",
             "infinipot-synth = infinipot_eval.synth_cli:main",
             "infinipot-eval = infinipot_eval.eval_cli:main",
             "infinipot-eval-suite = infinipot_eval.suite:main",
             "infinipot_bag_player = infinipot_eval.bag_player:main",
-            "infinipot-stress = infinipot_ros.stress:main",
+            "infinipot-stress = infinipot_eval.stress:main",
         ]
     },
 )

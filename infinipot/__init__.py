@@ -36,10 +36,12 @@ _LAZY = {
     "make_policy": "infinipot.policies",
     "POLICY_NAMES": "infinipot.policies",
     "compress_store": "infinipot.selection",
-    "save_session": "infinipot.persistence",
-    "load_session": "infinipot.persistence",
+    "save_session": "infinipot.session",
+    "load_session": "infinipot.session",
     "build_tiny_checkpoint": "infinipot.tiny_models",
     "build_tokenizer": "infinipot.tiny_tokenizer",
+    "FrameSampler": "infinipot.sampling",
+    "SampleDecision": "infinipot.sampling",
 }
 
 __all__ = [

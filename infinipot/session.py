@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -30,10 +30,19 @@ from .adapters.preprocessing import validate_frame
 from .budget import CacheBudget, resolve_budget
 from .errors import BudgetError, FrameError, QuestionError, SessionStateError
 from .kv_store import FixedKVStore
+from .persistence import SessionCheckpoint, read_checkpoint, write_checkpoint
 from .policies import make_policy
 from .selection import CompressionReport, compress_store
 
-__all__ = ["SessionConfig", "Answer", "SessionStats", "StreamingSession", "CompressionListener"]
+__all__ = [
+    "SessionConfig",
+    "Answer",
+    "SessionStats",
+    "StreamingSession",
+    "CompressionListener",
+    "save_session",
+    "load_session",
+]
 
 #: called after every compression pass with (session, report); tests snapshot the surviving tokens here
 CompressionListener = Callable[["StreamingSession", CompressionReport], None]
@@ -383,14 +392,39 @@ class StreamingSession:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the whole session state (see infinipot/persistence.py) to `path`."""
-        from .persistence import save_session
-
+        """Write the whole session state (store, counters, stamps, config, pending frames) to `path`."""
         return save_session(self, path)
 
     @classmethod
     def load(cls, path: str | Path, adapter: VLMAdapter) -> "StreamingSession":
         """Resume a session saved with `save` on a compatible adapter (same model type and KV geometry)."""
-        from .persistence import load_session
-
         return load_session(path, adapter)
+
+
+def save_session(session: StreamingSession, path: str | Path) -> Path:
+    """Write `session` to `path` in the checkpoint format of infinipot/persistence.py; returns the path."""
+    counters = session._counters
+    scalar = {f.name: getattr(counters, f.name) for f in fields(_Counters) if f.name != "frame_stamps"}
+    checkpoint = SessionCheckpoint(
+        fingerprint=session.adapter.fingerprint(),
+        config=session.config.as_dict(),
+        store=session.store.state_dict(),
+        counters=scalar,
+        frame_stamps=dict(counters.frame_stamps),
+        pending=list(session._pending),
+    )
+    return write_checkpoint(checkpoint, path)
+
+
+def load_session(path: str | Path, adapter: VLMAdapter) -> StreamingSession:
+    """Rebuild the StreamingSession saved at `path` on `adapter` (SessionStateError if it does not fit)."""
+    checkpoint = read_checkpoint(path, adapter.fingerprint())
+    known = {f.name for f in fields(SessionConfig)}
+    config = SessionConfig(**{k: v for k, v in checkpoint.config.items() if k in known})
+    session = StreamingSession(adapter, config)
+    session.store.load_state_dict(checkpoint.store)
+    counters = _Counters(**checkpoint.counters)
+    counters.frame_stamps = dict(checkpoint.frame_stamps)
+    session._counters = counters
+    session._pending = list(checkpoint.pending)
+    return session

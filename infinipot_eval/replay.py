@@ -2,7 +2,7 @@
 
 Why offline and ROS-free: it is fast (no real-time pacing), deterministic (same bag, same questions, same
 answers) and runs anywhere. It matches the node because it uses the node's own pieces: the same message
-conversion (`infinipot_ros.conversion`), the same stamp-based sampler (`infinipot_ros.sampling`) and the same
+conversion (`infinipot_ros.conversion`), the same stamp-based sampler (`infinipot.sampling`) and the same
 engine. A question with time T is asked after every message with stream time <= T has been handled and
 before the first later one, which is what a live driver asking at T would get with an idle node.
 
@@ -23,7 +23,7 @@ import psutil
 from infinipot.errors import InfiniPotError
 from infinipot.session import SessionConfig, StreamingSession
 from infinipot_ros.conversion import ImageConversionError, message_to_rgb
-from infinipot_ros.sampling import FrameSampler
+from infinipot.sampling import FrameSampler
 
 from .bagio import iter_image_messages
 from .questions import Question

@@ -69,7 +69,7 @@ class VLMAdapter(ABC):
     """One loaded vision-language model plus everything architecture-specific about streaming into it.
 
     Adapters do not choose the autograd mode: the session runs them under `torch.no_grad()`, the training
-    script (infinipot/train.py) with gradients, through the very same methods."""
+    script (infinipot_train/train.py) with gradients, through the very same methods."""
 
     model: torch.nn.Module
     tokenizer: object

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infinipot.adapters.loading import load_adapter
-from infinipot.model_eval import colour_target, evaluate
+from infinipot_train.model_eval import colour_target, evaluate
 from infinipot_eval.question_gen import make_questions
 from infinipot_eval.world import World
 

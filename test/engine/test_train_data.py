@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from infinipot.train_data import STAGES, ExampleStream, add_shape_questions, focus_older_colour, harden_presence
+from infinipot_train.train_data import STAGES, ExampleStream, add_shape_questions, focus_older_colour, harden_presence
 from infinipot_eval.question_gen import make_questions
 from infinipot_eval.world import World
 
@@ -84,7 +84,7 @@ def test_shape_questions_name_the_shape_of_a_uniquely_coloured_past_event() -> N
 
 
 def test_vision_aux_frames_show_the_labelled_object() -> None:
-    from infinipot.vision_aux import COLOUR_NAMES, object_frames
+    from infinipot_train.vision_aux import COLOUR_NAMES, object_frames
     from infinipot_eval.render import COLOURS
 
     frames, shapes, colours = object_frames(np.random.default_rng(3), 6)
@@ -100,7 +100,7 @@ def test_vision_aux_head_learns_shapes_on_a_fixed_batch() -> None:
     import torch
 
     from infinipot.adapters.loading import load_adapter
-    from infinipot.vision_aux import VisionAuxHead, object_frames
+    from infinipot_train.vision_aux import VisionAuxHead, object_frames
 
     adapter = load_adapter("builtin:tiny-qwen2-vl")
     frames, shapes, colours = object_frames(np.random.default_rng(4), 8, adapter.frames_per_step)
@@ -121,7 +121,7 @@ def test_linear_probe_reads_colour_from_a_random_tower() -> None:
     """Colour is nearly linear in the pixels, so even an untrained tower's tokens carry it; the probe must
     find that (the diagnostic that showed the trained tower carries colour but not shape)."""
     from infinipot.adapters.loading import load_adapter
-    from infinipot.vision_aux import probe_accuracy
+    from infinipot_train.vision_aux import probe_accuracy
 
     scores = probe_accuracy(load_adapter("builtin:tiny-qwen2-vl"), count=160, steps=200)
     assert set(scores) == {"shape", "colour"}

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from infinipot.adapters.loading import load_adapter
-from infinipot.model_eval import evaluate, stream_and_ask
+from infinipot_train.model_eval import evaluate, stream_and_ask
 from infinipot.session import SessionConfig, StreamingSession
-from infinipot.train import batch_logits
-from infinipot.train_data import STAGES, TRAIN_SEED_BASE, world_examples
+from infinipot_train.train import batch_logits
+from infinipot_train.train_data import STAGES, TRAIN_SEED_BASE, world_examples
 from infinipot_eval.question_gen import make_questions
 from infinipot_eval.scoring import is_correct
 from infinipot_eval.world import World
@@ -41,7 +41,7 @@ MIN_OLDER_OBJECT_ACCURACY = 0.6
 @pytest.fixture(scope="module")
 def adapter():
     if not (CHECKPOINT / "config.json").is_file():
-        pytest.fail(f"the shipped checkpoint is missing: {CHECKPOINT} (python -m infinipot.train ... --export)")
+        pytest.fail(f"the shipped checkpoint is missing: {CHECKPOINT} (python -m infinipot_train.train ... --export)")
     return load_adapter(str(CHECKPOINT))
 
 
@@ -143,7 +143,7 @@ def test_training_forward_equals_the_session(adapter) -> None:
 def test_training_can_start_from_the_shipped_folder(tmp_path) -> None:
     """`--init-from models/infinipot-tiny-qwen2vl`: a fine-tune continues from the shipped weights (its first
     batch already has a trained model's loss), and a fresh model does not."""
-    from infinipot.train import TrainSettings, train
+    from infinipot_train.train import TrainSettings, train
 
     def first_loss(init_from: str, out: str) -> float:
         settings = TrainSettings(out=str(tmp_path / out), steps=1, lr=1e-9, warmup=1, log_every=1, threads=1,
@@ -158,7 +158,7 @@ def test_training_can_start_from_the_shipped_folder(tmp_path) -> None:
 def test_vision_stage_changes_only_the_tower_and_freeze_keeps_it(tmp_path) -> None:
     """`--steps 0 --vision-pretrain-steps N` trains the vision tower alone (language model untouched);
     answer training with `--freeze-vision` then changes the language model but not the tower."""
-    from infinipot.train import TrainSettings, train
+    from infinipot_train.train import TrainSettings, train
 
     def weights(adapter) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
@@ -189,7 +189,7 @@ def test_vision_stage_changes_only_the_tower_and_freeze_keeps_it(tmp_path) -> No
 def test_rope_theta_reaches_the_exported_model(tmp_path) -> None:
     """`--rope-theta` (a ModelSize field) sets the language model's M-RoPE base; the training folder and the
     exported `from_pretrained` folder both rebuild a model with that base, not the default 1e4."""
-    from infinipot.train import ModelSize, TrainSettings, export, load_trained, train
+    from infinipot_train.train import ModelSize, TrainSettings, export, load_trained, train
 
     settings = TrainSettings(out=str(tmp_path / "run"), steps=1, batch_size=2, warmup=1, log_every=1, threads=1,
                              init_from=str(CHECKPOINT), stage_weights="1,0,0")
@@ -205,7 +205,7 @@ def test_rope_theta_reaches_the_exported_model(tmp_path) -> None:
 def test_a_grown_model_starts_as_the_shipped_one(adapter) -> None:
     """`--layers 4 --init-from <3-layer weights>`: the appended layer starts as the identity, so the grown
     model's logits equal the shipped model's before training; weights of another shape are refused."""
-    from infinipot.train import ModelSize, build_model, load_growing
+    from infinipot_train.train import ModelSize, build_model, load_growing
 
     shipped = adapter.model
     layers = len(shipped.model.language_model.layers)

@@ -1,6 +1,6 @@
 """Harness for the reliability tests: node processes, a ROS client in this process, an in-process node.
 
-Node processes are started by `infinipot_ros.stress.NodeProcess` (the stress tool's own launcher, so the
+Node processes are started by `infinipot_eval.stress.NodeProcess` (the stress tool's own launcher, so the
 tests exercise it too) on a test-unique ROS domain with localhost-only discovery. Helpers are handed out
 through fixtures because tests cannot import conftest under importlib mode.
 """
@@ -43,7 +43,7 @@ def rel() -> SimpleNamespace:
     import importlib.util
     from pathlib import Path
 
-    from infinipot_ros.stress import NodeProcess, ros_env
+    from infinipot_eval.stress import NodeProcess, ros_env
 
     spec = importlib.util.spec_from_file_location("reliability_rig", Path(__file__).with_name("rig.py"))
     rig = importlib.util.module_from_spec(spec)

@@ -15,8 +15,8 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CompressedImage, Image
 
-from infinipot_ros.fault_injection import malformed_compressed_fields, malformed_image_fields
-from infinipot_ros.stress import _encode, _malformed_pool
+from infinipot_eval.malformed import malformed_compressed_fields, malformed_image_fields
+from infinipot_eval.stress import _encode, _malformed_pool
 
 BATCH = 80  # per camera
 

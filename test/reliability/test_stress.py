@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from infinipot_ros.stress import REPO, percentile, rss_growth
+from infinipot_eval.stress import REPO, percentile, rss_growth
 
 
 def test_percentile_and_rss_growth_windows() -> None:
@@ -21,7 +21,7 @@ def test_percentile_and_rss_growth_windows() -> None:
 def test_small_stress_run_keeps_every_invariant(tmp_path) -> None:  # noqa: ANN001
     out = tmp_path / "stress.json"
     done = subprocess.run(
-        [sys.executable, "-m", "infinipot_ros.stress", "--cameras", "2", "--hz", "10", "--seconds", "20",
+        [sys.executable, "-m", "infinipot_eval.stress", "--cameras", "2", "--hz", "10", "--seconds", "20",
          "--clients", "2", "--malformed-share", "0.2", "--json", str(out), "--domain", "231"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )

@@ -35,7 +35,7 @@ RosClient = functools.partial(_load_shared_ros_client(), name="infinipot_test_cl
 @pytest.fixture(scope="session")
 def harness() -> SimpleNamespace:
     # the node as a child process: the stress tool's own launcher, shared with test/reliability
-    from infinipot_ros.stress import NodeProcess, ros_env
+    from infinipot_eval.stress import NodeProcess, ros_env
 
     return SimpleNamespace(
         NodeProcess=NodeProcess, RosClient=RosClient, domain_id=domain_id, ros_env=ros_env, REPO=REPO

@@ -46,7 +46,7 @@ def test_full_cmake_build_installs_interfaces_node_engine_and_share_files(tmp_pa
 
     site = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     probe = (
-        "import infinipot_ros.node, infinipot.session, infinipot_eval.world\n"
+        "import infinipot_ros.node, infinipot.session, infinipot_eval.world, infinipot_train.train\n"
         "from infinipot_ros.srv import AskVideo\n"
         "from infinipot_ros.msg import CacheStats, VideoAnswer\n"
         "import sys; print(infinipot_ros.node.__file__, infinipot.session.__file__, sys.modules[AskVideo.__module__].__file__)\n"

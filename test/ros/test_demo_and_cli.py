@@ -16,7 +16,7 @@ def test_ask_cli_without_service_exits_2(harness) -> None:  # noqa: ANN001
 
 def test_demo_runs_and_exits_cleanly(harness) -> None:  # noqa: ANN001
     done = subprocess.run(
-        [sys.executable, "-m", "infinipot_ros.demo"],
+        [sys.executable, "-m", "infinipot_eval.demo"],
         cwd=harness.REPO, env=harness.ros_env(harness.domain_id(71)), capture_output=True, text=True,
         timeout=170,
     )

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from infinipot_ros.frame_queue import LatestWinsQueue, RequestQueue, WorkQueues
-from infinipot_ros.sampling import FrameSampler
+from infinipot.sampling import FrameSampler
 
 
 def kept(sampler: FrameSampler, stamps: list[float]) -> list[float]:

@@ -183,8 +183,8 @@ def _malformed_pool(compressed: bool, rgb: np.ndarray, count: int, seed: int) ->
     """`count` malformed message field sets, each verified to be refused by the node's own conversion."""
     from types import SimpleNamespace
 
-    from .conversion import ImageConversionError, message_to_rgb
-    from .fault_injection import malformed_compressed_fields, malformed_image_fields
+    from infinipot_ros.conversion import ImageConversionError, message_to_rgb
+    from .malformed import malformed_compressed_fields, malformed_image_fields
 
     rng = np.random.default_rng(seed)
     jpeg, png = _encode(rgb, "JPEG"), _encode(rgb, "PNG")
@@ -380,7 +380,7 @@ def run_stress(opts: StressOptions, log: Any = print) -> dict[str, Any]:
         # ---- clients ----
         for k in range(opts.clients):
             out = work / f"client{k}.json"
-            cmd = [sys.executable, "-m", "infinipot_ros.stress", "client",
+            cmd = [sys.executable, "-m", "infinipot_eval.stress", "client",
                    "--cameras", ",".join(c.name for c in cams), "--seconds", str(opts.seconds),
                    "--interval", str(opts.ask_interval), "--max-new-tokens", str(opts.max_new_tokens),
                    "--seed", str(opts.seed * 100 + k), "--out", str(out)]

@@ -30,7 +30,7 @@ CAMERA_SIZE = 112
 
 def default_model() -> str:
     """The node's default model parameter (the shipped trained checkpoint), so the demo shows what users get."""
-    from .parameters import PARAMETERS
+    from infinipot_ros.parameters import PARAMETERS
 
     return next(spec.default for spec in PARAMETERS if spec.name == "model")
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from infinipot_ros.msg import CacheStats
     from infinipot_ros.srv import AskVideo
 
-    from .ask_cli import format_response
+    from infinipot_ros.ask_cli import format_response
 
     print(f"[demo] ROS_DOMAIN_ID={domain}, localhost discovery; model {args.model}")
     if args.model.startswith("builtin:"):
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # The camera starts only once the model is loaded, so the stream's start is not lost to loading time.
     camera: subprocess.Popen | None = None
-    camera_cmd = [*py, "infinipot_ros.synthetic_camera", "--ros-args", "-p", f"rate_hz:={args.rate}",
+    camera_cmd = [*py, "infinipot_eval.synthetic_camera", "--ros-args", "-p", f"rate_hz:={args.rate}",
                   "-p", f"seed:={args.seed}", "-p", f"size:={CAMERA_SIZE}"]
     deadline = time.monotonic() + args.timeout
     rclpy.init()

@@ -2,7 +2,7 @@
 
 Why this module: the trained model must see at training time exactly what it sees in the node. So a clip
 is a `infinipot_eval.world.World` rendered at the camera's fps, thinned by the node's own stamp sampler
-(`infinipot_ros.sampling.FrameSampler`, 2 Hz by default), cut at the moment a question is asked (every
+(`infinipot.sampling.FrameSampler`, 2 Hz by default), cut at the moment a question is asked (every
 frame with stamp <= ask time, as the offline replay does) and trimmed to whole temporal frames (the session
 leaves an odd trailing frame pending, so the model never sees it either). Questions and answers come from
 `infinipot_eval.question_gen.make_questions`, so the wording is the evaluation's wording.
@@ -29,7 +29,7 @@ import numpy as np
 from infinipot_eval.question_gen import KINDS, colour_question, make_questions, with_article
 from infinipot_eval.questions import Question
 from infinipot_eval.world import World, WorldConfig
-from infinipot_ros.sampling import FrameSampler
+from infinipot.sampling import FrameSampler
 
 __all__ = [
     "TRAIN_SEED_BASE",

@@ -1,6 +1,6 @@
 """Held-out evaluation of a checkpoint through the streaming engine, the way the node runs it.
 
-    python -m infinipot.model_eval --model models/infinipot-tiny-qwen2vl --seeds 0-39 --seconds 60
+    python -m infinipot_train.model_eval --model models/infinipot-tiny-qwen2vl --seeds 0-39 --seconds 60
 
 Why not teacher forcing: the shipped model must answer in the node, i.e. from frames sampled at 2 Hz by
 stamp (`FrameSampler`), prefilled block by block into a `StreamingSession`, with free greedy decoding and
@@ -24,10 +24,10 @@ from infinipot_eval.question_gen import KINDS, make_questions
 from infinipot_eval.questions import Question
 from infinipot_eval.scoring import is_correct
 from infinipot_eval.world import World, WorldConfig
-from infinipot_ros.sampling import FrameSampler
+from infinipot.sampling import FrameSampler
 
-from .adapters.base import VLMAdapter
-from .session import SessionConfig, StreamingSession
+from infinipot.adapters.base import VLMAdapter
+from infinipot.session import SessionConfig, StreamingSession
 from .train_data import STAGES, TRAIN_SEED_BASE
 
 __all__ = ["AnswerRecord", "KindScore", "stream_and_ask", "evaluate", "main"]
@@ -165,7 +165,7 @@ def evaluate(
 def main(argv: Sequence[str] | None = None) -> int:
     from infinipot_eval.suite import parse_seeds
 
-    from .adapters.loading import load_adapter
+    from infinipot.adapters.loading import load_adapter
 
     p = argparse.ArgumentParser(prog="infinipot-model-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="models/infinipot-tiny-qwen2vl")

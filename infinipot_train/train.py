@@ -1,7 +1,7 @@
 """Train the built-in model: a tiny `Qwen2VLForConditionalGeneration` that answers about the synthetic world.
 
-    python -m infinipot.train --out runs/tiny --steps 3000 [--device cuda] [--resume]
-    python -m infinipot.train --out runs/tiny --export-only --export models/infinipot-tiny-qwen2vl
+    python -m infinipot_train.train --out runs/tiny --steps 3000 [--device cuda] [--resume]
+    python -m infinipot_train.train --out runs/tiny --export-only --export models/infinipot-tiny-qwen2vl
 
 Why train through the engine's adapter: the model is only useful if it runs unchanged through
 `StreamingSession` and the node. So the training forward is assembled from the adapter's own pieces: the
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adapters.base import VisualChunk
-from .adapters.qwen2_vl import Qwen2VLAdapter
-from .tiny_models import write_infinipot_json
-from .tiny_tokenizer import build_tokenizer
+from infinipot.adapters.base import VisualChunk
+from infinipot.adapters.qwen2_vl import Qwen2VLAdapter
+from infinipot.tiny_models import write_infinipot_json
+from infinipot.tiny_tokenizer import build_tokenizer
 from .train_data import EXTRA_WORDS, STAGES, Example, ExampleStream, length_batches
 from .vision_aux import VisionAuxHead, object_frames, pretrain_vision
 
@@ -486,7 +486,7 @@ def export(adapter: Qwen2VLAdapter, target: str | Path, provenance: dict | None 
     adapter.tokenizer.save_pretrained(target)
     GenerationConfig(eos_token_id=[special["eos"], special["pad"]], pad_token_id=special["pad"],
                      do_sample=False).save_pretrained(target)
-    write_infinipot_json(target, frame_size=list(adapter.frame_size), fps=SAMPLE_HZ, builder="infinipot.train",
+    write_infinipot_json(target, frame_size=list(adapter.frame_size), fps=SAMPLE_HZ, builder="infinipot_train.train",
                          **(provenance or {}))
     return target
 
