@@ -10,7 +10,10 @@ back, so the stream continues exactly as if nothing had been asked (multi-turn).
 Invariants the tests check:
 * the store is allocated once with |M| + reserve slots (reserve = longest question + template + answer),
   so `kv_bytes <= kv_cap_bytes` is structural;
-* positions come only from the adapter's position rule, continued from a logical counter;
+* positions come only from the adapter's position rule, continued from a logical counter; each visual
+  chunk also carries its place in the stream (where the video began, its first temporal frame's index
+  and per temporal frame the seconds since the first frame, from the header stamps), so a family that
+  lays a video out as one group (Qwen2-VL/2.5-VL) keeps that layout while streaming;
 * a rejected input (typed error) leaves the session unchanged and usable;
 * `ask` leaves the cache bit-identical (keys, values, metadata, length) and the counters unchanged.
 """
@@ -122,6 +125,8 @@ class _Counters:
     next_token: int = 0  # token_index of the next token written (unique over the stream)
     next_frame_id: int = 0  # id of the next temporal frame
     last_stamp: float | None = None
+    video_start: int | None = None  # logical position where the stream's video began (its one vision group)
+    first_stamp: float | None = None  # stamp of the stream's first ingested raw frame
     frames_added: int = 0
     frames_ingested: int = 0
     compressions: int = 0
@@ -224,11 +229,17 @@ class StreamingSession:
                         f"under |M|={self.budget.threshold_tokens}"
                     )
             c = self._counters
+            per_step = len(frames) // chunk.num_frames
+            first_stamp = stamps[0] if c.first_stamp is None else c.first_stamp
+            chunk.stream_start = c.next_position if c.video_start is None else c.video_start
+            chunk.first_frame = c.next_frame_id
+            chunk.frame_times = tuple(stamps[j * per_step] - first_stamp for j in range(chunk.num_frames))
             positions, next_position = self.adapter.visual_positions(c.next_position, chunk)
             token_index = torch.arange(c.next_token, c.next_token + n, dtype=torch.long)
             frame_id = c.next_frame_id + chunk.frame_offset.cpu()
             self._write(chunk.embeds, positions, token_index, frame_id, chunk.patch_index.cpu())
-        per_step = len(frames) // chunk.num_frames
+        if c.video_start is None:
+            c.video_start, c.first_stamp = chunk.stream_start, first_stamp
         for j in range(chunk.num_frames):
             c.frame_stamps[c.next_frame_id + j] = (stamps[j * per_step], stamps[(j + 1) * per_step - 1])
         c.next_position = next_position

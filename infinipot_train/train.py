@@ -105,8 +105,12 @@ def build_model(tokenizer, size: ModelSize = ModelSize(), seed: int = 0) -> torc
 
 def build_adapter(model: torch.nn.Module, tokenizer, name: str = "infinipot-tiny-qwen2vl",
                   frame_size: int = FRAME_SIZE) -> Qwen2VLAdapter:
-    """The engine's adapter around the model being trained (frame size and fps as the export will say)."""
-    return Qwen2VLAdapter(model, tokenizer, name=name, frame_size=frame_size, fps=SAMPLE_HZ)
+    """The engine's adapter around the model being trained (frame size and fps as the export will say).
+
+    Training lays each temporal frame out as its own vision group (`example_sequence`), the "per_chunk"
+    position layout, which the export records so the session streams the trained model the same way."""
+    return Qwen2VLAdapter(model, tokenizer, name=name, frame_size=frame_size, fps=SAMPLE_HZ,
+                          position_layout="per_chunk")
 
 
 def _frame_view(chunk: VisualChunk, frame: int) -> VisualChunk:
@@ -487,7 +491,7 @@ def export(adapter: Qwen2VLAdapter, target: str | Path, provenance: dict | None 
     GenerationConfig(eos_token_id=[special["eos"], special["pad"]], pad_token_id=special["pad"],
                      do_sample=False).save_pretrained(target)
     write_infinipot_json(target, frame_size=list(adapter.frame_size), fps=SAMPLE_HZ, builder="infinipot_train.train",
-                         **(provenance or {}))
+                         position_layout=adapter.position_layout, **(provenance or {}))
     return target
 
 

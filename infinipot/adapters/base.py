@@ -59,6 +59,14 @@ class VisualChunk:
     frame_grid: tuple[int, int]  # (rows, cols) of tokens per temporal frame after merging
     frame_offset: torch.Tensor  # (n_tokens,) int64: 0..num_frames-1, which temporal frame
     patch_index: torch.Tensor  # (n_tokens,) int64: 0..rows*cols-1, spatial position in the frame
+    # Where the chunk sits in the stream, filled by the session before `visual_positions` (None/0 when a
+    # caller prefills chunks on their own, e.g. training): the logical position at which the stream's video
+    # began, how many temporal frames came before this chunk, and per temporal frame the seconds since the
+    # stream's first frame (its first raw frame's header stamp). Adapters whose family lays a video out as
+    # ONE group (Qwen2-VL/2.5-VL) need them; adapters with a per-token counter ignore them.
+    stream_start: int | None = None
+    first_frame: int = 0
+    frame_times: tuple[float, ...] | None = None
 
     @property
     def num_tokens(self) -> int:
