@@ -13,6 +13,9 @@ Rules, per layer and per KV head (InfiniPot-V, arXiv 2506.15745, Sec. 3; facts i
    so max(0, that − recent) of its top-scored older tokens are forced in; without one it fills the rest.
 4. Secondary scorer: fills the rest of the budget with its top scores among the tokens still out.
 5. Ties rank the older slot first. Kept slots are returned in ascending slot (= temporal) order.
+6. Frame text (timestamps, frame wrappers: frame_id >= 0, patch_index -1) is never scored and never counted
+   as a frame's token by rules 2-4; it stays exactly as long as its frame keeps a visual token in that head,
+   and it counts against the budget (`_select_with_frame_text`).
 """
 from __future__ import annotations
 
@@ -105,6 +108,26 @@ def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -
     return ~excluded & (rank < k.unsqueeze(1))
 
 
+def _keep_mask(ctx: ScoringContext, policy: CompressionPolicy, budget: int, excluded: torch.Tensor) -> torch.Tensor:
+    """(H, n) bool: rules 2-4 with `budget` slots per head among the tokens not `excluded`."""
+    heads = ctx.token_index.shape[0]
+    recent = ctx.recent_mask & ~excluded
+    budget_per_head = torch.full((heads,), budget, dtype=torch.int64, device=ctx.token_index.device)
+    keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
+    kept_recent = keep.sum(1)
+    left = budget - kept_recent
+    if policy.secondary is None:
+        primary_k, secondary_k = left, torch.zeros_like(left)
+    else:
+        primary_k = (math.floor(policy.tar_share * budget) - kept_recent).clamp(min=0)
+        secondary_k = left - primary_k
+    if bool((primary_k > 0).any()):
+        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep | excluded, primary_k)
+    if policy.secondary is not None and bool((secondary_k > 0).any()):
+        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep | excluded, secondary_k)
+    return keep
+
+
 def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch.Tensor:
     """Slots to keep, (H, prefix_length + min(budget, n)) int64, ascending per head (module doc rules)."""
     heads, n = ctx.token_index.shape
@@ -115,24 +138,57 @@ def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch
     prefix = torch.arange(ctx.prefix_length, device=device).expand(heads, -1)
     if n <= budget:
         return torch.arange(ctx.prefix_length + n, device=device).expand(heads, -1).clone()
-
-    recent = ctx.recent_mask
-    budget_per_head = torch.full((heads,), budget, dtype=torch.int64, device=device)
-    keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
-    kept_recent = keep.sum(1)
-    left = budget - kept_recent
-    if policy.secondary is None:
-        primary_k, secondary_k = left, torch.zeros_like(left)
+    frame_text = (ctx.frame_id >= 0) & (ctx.patch_index < 0)
+    if bool(frame_text.any()):
+        keep = _select_with_frame_text(ctx, policy, frame_text)
     else:
-        primary_k = (math.floor(policy.tar_share * budget) - kept_recent).clamp(min=0)
-        secondary_k = left - primary_k
-    if bool((primary_k > 0).any()):
-        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep, primary_k)
-    if policy.secondary is not None and bool((secondary_k > 0).any()):
-        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep, secondary_k)
-
-    kept = keep.nonzero()[:, 1].view(heads, budget) + ctx.prefix_length  # row-major: ascending per head
+        keep = _keep_mask(ctx, policy, budget, torch.zeros_like(frame_text))
+    kept = keep.nonzero()[:, 1].view(heads, -1) + ctx.prefix_length  # row-major: ascending per head
     return torch.cat([prefix, kept], dim=1)
+
+
+def _frame_held(ctx: ScoringContext, keep: torch.Tensor, frame_text: torch.Tensor) -> torch.Tensor:
+    """(H, n) bool: the token's frame keeps at least one visual token in that head under `keep`."""
+    frames = torch.unique(ctx.frame_id[ctx.frame_id >= 0])  # sorted
+    dense = torch.searchsorted(frames, ctx.frame_id.clamp(min=0).contiguous()).clamp(max=frames.numel() - 1)
+    counts = torch.zeros((keep.shape[0], frames.numel()), dtype=torch.int64, device=keep.device)
+    counts.scatter_add_(1, dense, (keep & ~frame_text & (ctx.frame_id >= 0)).to(torch.int64))
+    return (counts.gather(1, dense) > 0) & (ctx.frame_id >= 0)
+
+
+def _select_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor) -> torch.Tensor:
+    """Rule 6: choose visual tokens with rules 2-4 at a visual budget b, add the text of every frame that keeps
+    a visual token, and lower b until no head exceeds the budget. Heads then differ by their frames' text; a
+    head below the largest total keeps that many more visual tokens of frames it already holds (no new text),
+    ranked by the policy's last scorer, so every head keeps the same count (the store's per-head lengths)."""
+    budget = int(ctx.budget)
+
+    def choose(visual_b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = _keep_mask(ctx, policy, visual_b, frame_text)
+        keep |= frame_text & _frame_held(ctx, keep, frame_text)
+        return keep, keep.sum(1)
+
+    visual_b = budget
+    keep, totals = choose(visual_b)
+    while int(totals.max()) > budget and visual_b > 0:  # each step drops at least the overshoot
+        visual_b = max(0, visual_b - (int(totals.max()) - budget))
+        keep, totals = choose(visual_b)
+    while visual_b < budget:  # the overshoot step may have dropped a frame too many: take back what fits
+        more, more_totals = choose(visual_b + 1)
+        if int(more_totals.max()) > budget:
+            break
+        visual_b, keep, totals = visual_b + 1, more, more_totals
+    short = int(totals.max()) - totals
+    if bool((short > 0).any()):
+        candidates = _frame_held(ctx, keep, frame_text) & ~frame_text & ~keep
+        if bool((candidates.sum(1) < short).any()):
+            raise BudgetError(
+                "frame text: a KV head cannot reach the common kept length with tokens of frames it holds; "
+                "raise the budget (it must hold several frames with their text)"
+            )
+        scorer = policy.secondary if policy.secondary is not None else policy.primary
+        keep |= _top_k_mask(scorer.score(ctx), ~candidates, short)
+    return keep
 
 
 def compress_store(

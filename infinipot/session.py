@@ -164,7 +164,7 @@ class StreamingSession:
                 target_ratio=cfg.target_ratio,
                 reserve_tokens=self.reserve_tokens,
                 prefix_tokens=len(self._prefix_ids),
-                min_step_tokens=adapter.tokens_per_frame,
+                min_step_tokens=adapter.tokens_per_frame + adapter.max_frame_text_tokens,
             )
         self.store = FixedKVStore(
             geometry.num_layers,
@@ -220,7 +220,15 @@ class StreamingSession:
         self._pending.clear()
         with torch.no_grad():
             chunk = self.adapter.encode_frames(frames)
-            n = chunk.num_tokens
+            c = self._counters
+            per_step = len(frames) // chunk.num_frames
+            first_stamp = stamps[0] if c.first_stamp is None else c.first_stamp
+            chunk.stream_start = c.next_position if c.video_start is None else c.video_start
+            chunk.first_frame = c.next_frame_id
+            chunk.frame_times = tuple(stamps[j * per_step] - first_stamp for j in range(chunk.num_frames))
+            # visual tokens plus the text that belongs to the frames (timestamps, wrappers): all of it counts
+            block = self.adapter.stream_block(c.next_position, chunk)
+            n = block.num_tokens
             if self.budget is not None and self.store.length + n > self.budget.threshold_tokens:
                 self._compress()
                 if self.store.length + n > self.budget.threshold_tokens:
@@ -228,16 +236,11 @@ class StreamingSession:
                         f"after compression {self.store.length} tokens are held; a block of {n} does not fit "
                         f"under |M|={self.budget.threshold_tokens}"
                     )
-            c = self._counters
-            per_step = len(frames) // chunk.num_frames
-            first_stamp = stamps[0] if c.first_stamp is None else c.first_stamp
-            chunk.stream_start = c.next_position if c.video_start is None else c.video_start
-            chunk.first_frame = c.next_frame_id
-            chunk.frame_times = tuple(stamps[j * per_step] - first_stamp for j in range(chunk.num_frames))
-            positions, next_position = self.adapter.visual_positions(c.next_position, chunk)
             token_index = torch.arange(c.next_token, c.next_token + n, dtype=torch.long)
-            frame_id = c.next_frame_id + chunk.frame_offset.cpu()
-            self._write(chunk.embeds, positions, token_index, frame_id, chunk.patch_index.cpu())
+            frame_id = c.next_frame_id + block.frame_offset.cpu()
+            self._write(block.embeds, block.positions, token_index, frame_id, block.patch_index.cpu(),
+                        forward_kwargs=block.forward_kwargs)
+            next_position = block.next_start
         if c.video_start is None:
             c.video_start, c.first_stamp = chunk.stream_start, first_stamp
         for j in range(chunk.num_frames):
@@ -256,12 +259,15 @@ class StreamingSession:
         frame_id: torch.Tensor,
         patch_index: torch.Tensor,
         logits_to_keep: int = 1,
+        forward_kwargs: dict | None = None,
     ) -> torch.Tensor:
         """One forward of new tokens into the store; on failure the store is rolled back to before it."""
         length = self.store.length
         self.store.stage_tokens(token_index, frame_id, patch_index)
         try:
-            return self.adapter.forward(embeds.unsqueeze(0), positions, self.store, logits_to_keep=logits_to_keep)
+            return self.adapter.forward(
+                embeds.unsqueeze(0), positions, self.store, logits_to_keep=logits_to_keep, **(forward_kwargs or {})
+            )
         except BaseException:
             self.store.truncate(min(length, min(self.store.layer_length(i) for i in range(self.store.num_layers))))
             raise
