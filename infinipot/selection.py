@@ -108,18 +108,23 @@ def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -
     return ~excluded & (rank < k.unsqueeze(1))
 
 
-def _keep_mask(ctx: ScoringContext, policy: CompressionPolicy, budget: int, excluded: torch.Tensor) -> torch.Tensor:
-    """(H, n) bool: rules 2-4 with `budget` slots per head among the tokens not `excluded`."""
+def _keep_mask(
+    ctx: ScoringContext, policy: CompressionPolicy, budget: int | torch.Tensor, excluded: torch.Tensor
+) -> torch.Tensor:
+    """(H, n) bool: rules 2-4 with `budget` slots per head (an int, or (H,) per head) among the tokens not
+    `excluded`."""
     heads = ctx.token_index.shape[0]
+    device = ctx.token_index.device
     recent = ctx.recent_mask & ~excluded
-    budget_per_head = torch.full((heads,), budget, dtype=torch.int64, device=ctx.token_index.device)
+    budget_per_head = torch.as_tensor(budget, dtype=torch.int64, device=device).expand(heads).clone()
     keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
     kept_recent = keep.sum(1)
-    left = budget - kept_recent
+    left = budget_per_head - kept_recent
     if policy.secondary is None:
         primary_k, secondary_k = left, torch.zeros_like(left)
     else:
-        primary_k = (math.floor(policy.tar_share * budget) - kept_recent).clamp(min=0)
+        share = torch.floor(policy.tar_share * budget_per_head.to(torch.float64)).to(torch.int64)
+        primary_k = (share - kept_recent).clamp(min=0)
         secondary_k = left - primary_k
     if bool((primary_k > 0).any()):
         keep |= _top_k_mask(policy.primary.score(ctx), recent | keep | excluded, primary_k)
@@ -128,8 +133,12 @@ def _keep_mask(ctx: ScoringContext, policy: CompressionPolicy, budget: int, excl
     return keep
 
 
-def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch.Tensor:
-    """Slots to keep, (H, prefix_length + min(budget, n)) int64, ascending per head (module doc rules)."""
+def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy, *, fill_to: int | None = None) -> torch.Tensor:
+    """Slots to keep, (H, prefix_length + min(budget, n)) int64, ascending per head (module doc rules).
+
+    With frame text the kept count may fall short of the budget by up to one frame's text and differ between
+    heads; `fill_to` then sets the evictable count every head keeps, so that all layers agree
+    (`compress_store` passes the smallest count any layer's head reaches)."""
     heads, n = ctx.token_index.shape
     device = ctx.token_index.device
     budget = int(ctx.budget)
@@ -140,7 +149,7 @@ def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch
         return torch.arange(ctx.prefix_length + n, device=device).expand(heads, -1).clone()
     frame_text = (ctx.frame_id >= 0) & (ctx.patch_index < 0)
     if bool(frame_text.any()):
-        keep = _select_with_frame_text(ctx, policy, frame_text)
+        keep = _select_with_frame_text(ctx, policy, frame_text, fill_to)
     else:
         keep = _keep_mask(ctx, policy, budget, torch.zeros_like(frame_text))
     kept = keep.nonzero()[:, 1].view(heads, -1) + ctx.prefix_length  # row-major: ascending per head
@@ -156,38 +165,78 @@ def _frame_held(ctx: ScoringContext, keep: torch.Tensor, frame_text: torch.Tenso
     return (counts.gather(1, dense) > 0) & (ctx.frame_id >= 0)
 
 
-def _select_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor) -> torch.Tensor:
-    """Rule 6: choose visual tokens with rules 2-4 at a visual budget b, add the text of every frame that keeps
-    a visual token, and lower b until no head exceeds the budget. Heads then differ by their frames' text; a
-    head below the largest total keeps that many more visual tokens of frames it already holds (no new text),
-    ranked by the policy's last scorer, so every head keeps the same count (the store's per-head lengths)."""
+def frame_text_kept_count(ctx: ScoringContext, policy: CompressionPolicy) -> int:
+    """The smallest per-head evictable count rule 6 keeps in this layer before its heads are evened out."""
+    frame_text = (ctx.frame_id >= 0) & (ctx.patch_index < 0)
+    if ctx.num_tokens <= ctx.budget or not bool(frame_text.any()):
+        return min(ctx.num_tokens, int(ctx.budget))
+    return int(_choose_with_frame_text(ctx, policy, frame_text).sum(1).min())
+
+
+def _choose_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor) -> torch.Tensor:
+    """Rule 6 before evening out: per head, rules 2-4 at the largest visual budget b[h] whose tokens plus the
+    text of their frames fit the budget."""
     budget = int(ctx.budget)
 
-    def choose(visual_b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(visual_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keep = _keep_mask(ctx, policy, visual_b, frame_text)
         keep |= frame_text & _frame_held(ctx, keep, frame_text)
         return keep, keep.sum(1)
 
-    visual_b = budget
+    visual_b = torch.full((ctx.num_heads,), budget, dtype=torch.int64, device=ctx.token_index.device)
     keep, totals = choose(visual_b)
-    while int(totals.max()) > budget and visual_b > 0:  # each step drops at least the overshoot
-        visual_b = max(0, visual_b - (int(totals.max()) - budget))
+    while bool((totals > budget).any()):  # each step drops at least the overshoot; b = 0 keeps nothing
+        visual_b = (visual_b - (totals - budget).clamp(min=0)).clamp(min=0)
         keep, totals = choose(visual_b)
-    while visual_b < budget:  # the overshoot step may have dropped a frame too many: take back what fits
-        more, more_totals = choose(visual_b + 1)
-        if int(more_totals.max()) > budget:
-            break
-        visual_b, keep, totals = visual_b + 1, more, more_totals
-    short = int(totals.max()) - totals
-    if bool((short > 0).any()):
-        candidates = _frame_held(ctx, keep, frame_text) & ~frame_text & ~keep
-        if bool((candidates.sum(1) < short).any()):
+    growing = visual_b < budget
+    while bool(growing.any()):  # the overshoot step may have dropped a frame too many: take back what fits
+        more, more_totals = choose(visual_b + growing.to(torch.int64))
+        fits = growing & (more_totals <= budget)
+        keep = torch.where(fits.unsqueeze(1), more, keep)
+        totals = torch.where(fits, more_totals, totals)
+        visual_b = visual_b + fits.to(torch.int64)
+        growing = fits & (visual_b < budget)
+    return keep
+
+
+def _select_with_frame_text(
+    ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor, fill_to: int | None = None
+) -> torch.Tensor:
+    """Rule 6: `_choose_with_frame_text`, then heads (and, through `fill_to`, layers) are evened out to one
+    count: a head above it gives up its lowest-rated visual tokens (by the policy's last scorer; protected
+    recent tokens last) from frames that keep another visual token, so no frame loses its text this way."""
+    keep = _choose_with_frame_text(ctx, policy, frame_text)
+    totals = keep.sum(1)
+    target = int(totals.min()) if fill_to is None else int(fill_to)
+    if not 0 <= target <= int(totals.min()):
+        raise BudgetError(f"fill_to={fill_to} must lie in [0, {int(totals.min())}]")
+    excess = (totals - target).tolist()
+    if not any(excess):
+        return keep
+    scorer = policy.secondary if policy.secondary is not None else policy.primary
+    scores = scorer.score(ctx).double().nan_to_num(nan=-math.inf)
+    keep = keep.clone()
+    for head, extra in enumerate(excess):
+        if extra == 0:
+            continue
+        visual = keep[head] & ~frame_text[head]
+        frames, counts = torch.unique(ctx.frame_id[head][visual], return_counts=True)
+        left = dict(zip(frames.tolist(), counts.tolist()))
+        # lowest score first; recent tokens only after every other one
+        order = torch.argsort(scores[head].masked_fill(ctx.recent_mask[head], math.inf), stable=True).tolist()
+        for slot in order:
+            if extra == 0:
+                break
+            frame = int(ctx.frame_id[head, slot])
+            if visual[slot] and left[frame] > 1:
+                keep[head, slot] = False
+                left[frame] -= 1
+                extra -= 1
+        if extra:
             raise BudgetError(
-                "frame text: a KV head cannot reach the common kept length with tokens of frames it holds; "
-                "raise the budget (it must hold several frames with their text)"
+                "frame text: a KV head cannot shrink to the common kept length without dropping a frame's "
+                "last visual token; raise the budget (it must hold several frames with their text)"
             )
-        scorer = policy.secondary if policy.secondary is not None else policy.primary
-        keep |= _top_k_mask(scorer.score(ctx), ~candidates, short)
     return keep
 
 
@@ -210,11 +259,14 @@ def compress_store(
     start = time.perf_counter()
     if before > target_tokens:
         budget = target_tokens - store.prefix_length
-        for layer_idx in range(store.num_layers):
-            ctx = build_context(
-                store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget
-            )
-            store.compact(layer_idx, select_keep_indices(ctx, policy), check=False)
+        contexts = [
+            build_context(store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget)
+            for layer_idx in range(store.num_layers)
+        ]
+        # Frame text (rule 6) lets heads and layers differ in count; all must keep one length.
+        fill = min(frame_text_kept_count(ctx, policy) for ctx in contexts)
+        for layer_idx, ctx in enumerate(contexts):
+            store.compact(layer_idx, select_keep_indices(ctx, policy, fill_to=fill), check=False)
     if store.device.type == "cuda":
         torch.cuda.synchronize(store.device)
     duration = time.perf_counter() - start

@@ -215,3 +215,18 @@ def test_video_layout_places_chunk_in_the_stream(qwen):
     assert ids[0].tolist() == [t] * (rows * cols)
     assert ids[1].tolist() == [5 + r for r in range(rows) for _ in range(cols)]
     assert nxt == max(20, t + 1, 5 + max(rows, cols))
+
+
+def test_tokenizer_encodes_frame_time_text():
+    """Per-frame time text (Qwen3-VL "<12.5 seconds>", SmolVLM2 "Frame from 01:05:") is made of known tokens;
+    the built-in model's vocabulary (time_text=False) is the one it was trained with."""
+    tok = build_tokenizer()
+    for text in ("<12.5 seconds>", "<0.0 seconds>", "\nFrame from 01:05:", "<98765.4 seconds>"):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, text
+    assert tok.convert_ids_to_tokens(tok("<12.5 seconds>", add_special_tokens=False)["input_ids"]) == [
+        "<", "1", "2", ".", "5", "seconds", ">"
+    ]
+    old = build_tokenizer(time_text=False)
+    assert old.unk_token_id in old("<12.5 seconds>", add_special_tokens=False)["input_ids"]
+    assert len(tok) == len(old) + 13  # digits 0-9, "<", ">", "seconds"

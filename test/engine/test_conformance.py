@@ -225,3 +225,58 @@ def test_transformers_5_text_after_video_departs_from_released_rule(qwen_adapter
     assert torch.equal(installed[:, 0, :-n_text_after], released[:, :-n_text_after])
     assert int(installed[0, 0, -n_text_after]) == video_start + max(rows, cols)
     assert int(released[0, -n_text_after]) == video_start + 11 + 1  # t of the 12th temporal frame + 1
+
+
+# ------------------------------------------------------------------------------------------------ SmolVLM2
+def smolvlm_stock_prompt(adapter, seconds: list[float], question: str = QUESTION) -> str:
+    """The prompt SmolVLM2's processor writes for these frames (transformers 5.24
+    `models/smolvlm/processing_smolvlm.py`: `DEFAULT_CHAT_TEMPLATE` for a user turn starting with a video,
+    `replace_video_token`: per frame `FRAME_TIMESTAMP_MESSAGE` + `_prompt_single_image`, then
+    `DEFAULT_MEDIA_OUTTRO`). The processor cannot be built here (its video processor needs torchvision), so
+    this follows its source. One documented departure: the intro. The processor's `DEFAULT_VIDEO_INTRO`
+    names the frame count and duration, which a stream cannot know when it prefills the intro; both sides use
+    the streaming intro (infinipot/adapters/smolvlm.py, "Prompt")."""
+    intro = "You are provided the following series of frames from a video.\n"
+    frames = ""
+    for second in seconds:
+        minutes, secs = int(second // 60), int(second % 60)
+        image = "<fake_token_around_image><global-img>" + "<image>" * adapter.tokens_per_frame + "<fake_token_around_image>"
+        frames += f"\nFrame from {minutes:02d}:{secs:02d}:" + image
+    return "<|im_start|>User: " + intro + frames + "\n\n" + question + "<end_of_utterance>\nAssistant:"
+
+
+def stock_greedy_1d(model, input_ids, pixel_values, steps: int, eos: set[int]) -> tuple[torch.Tensor, list[int]]:
+    """SmolVLM's own forward (positions: its default, from the cache length) and greedy steps on its cache."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    ids: list[int] = []
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, pixel_values=pixel_values, cache=cache, use_cache=True).logits[0, -1]
+        first = logits.clone()
+        for _ in range(steps):
+            ids.append(int(torch.argmax(logits)))
+            if ids[-1] in eos or len(ids) == steps:
+                break
+            embeds = model.get_input_embeddings()(torch.tensor([[ids[-1]]]))
+            logits = model(inputs_embeds=embeds, cache=cache, use_cache=True).logits[0, -1]
+    return first, ids
+
+
+def test_smolvlm_stream_matches_stock_model(tiny_cache):
+    """8 frames with timestamps past a minute, streamed frame by frame with their wrappers == the stock
+    SmolVLM forward over the processor's prompt with all frames' pixel values."""
+    adapter = load_adapter("builtin:tiny-smolvlm")
+    frames = _frames(8)
+    stamps = [100.0 + 13.0 * i for i in range(len(frames))]  # 00:00, 00:13, ... 01:31 after the first
+    ours, text, our_ids = stream_first_logits(adapter, frames, stamps)
+    prompt = smolvlm_stock_prompt(adapter, [s - stamps[0] for s in stamps])
+    input_ids = torch.tensor([adapter.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    assert adapter.tokenizer.unk_token_id not in input_ids[0].tolist()  # timestamps are real tokens
+    stock, stock_ids = stock_greedy_1d(adapter.model, input_ids, adapter.preprocess(frames), ANSWER_TOKENS,
+                                       set(adapter.eos_token_ids))
+    difference = relative_difference(ours, stock)
+    print(f"smolvlm: relative first-token logit difference {difference:.2e}")
+    assert difference <= REL_TOL
+    assert our_ids == stock_ids
+    assert text == adapter.decode([i for i in stock_ids if i not in adapter.eos_token_ids])
