@@ -13,6 +13,9 @@ Rules, per layer and per KV head (InfiniPot-V, arXiv 2506.15745, Sec. 3; facts i
    so max(0, that − recent) of its top-scored older tokens are forced in; without one it fills the rest.
 4. Secondary scorer: fills the rest of the budget with its top scores among the tokens still out.
 5. Ties rank the older slot first. Kept slots are returned in ascending slot (= temporal) order.
+6. Frame text (timestamps, frame wrappers: frame_id >= 0, patch_index -1) is never scored and never counted
+   as a frame's token by rules 2-4; it stays exactly as long as its frame keeps a visual token in that head,
+   and it counts against the budget (`_select_with_frame_text`).
 """
 from __future__ import annotations
 
@@ -105,8 +108,37 @@ def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -
     return ~excluded & (rank < k.unsqueeze(1))
 
 
-def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch.Tensor:
-    """Slots to keep, (H, prefix_length + min(budget, n)) int64, ascending per head (module doc rules)."""
+def _keep_mask(
+    ctx: ScoringContext, policy: CompressionPolicy, budget: int | torch.Tensor, excluded: torch.Tensor
+) -> torch.Tensor:
+    """(H, n) bool: rules 2-4 with `budget` slots per head (an int, or (H,) per head) among the tokens not
+    `excluded`."""
+    heads = ctx.token_index.shape[0]
+    device = ctx.token_index.device
+    recent = ctx.recent_mask & ~excluded
+    budget_per_head = torch.as_tensor(budget, dtype=torch.int64, device=device).expand(heads).clone()
+    keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
+    kept_recent = keep.sum(1)
+    left = budget_per_head - kept_recent
+    if policy.secondary is None:
+        primary_k, secondary_k = left, torch.zeros_like(left)
+    else:
+        share = torch.floor(policy.tar_share * budget_per_head.to(torch.float64)).to(torch.int64)
+        primary_k = (share - kept_recent).clamp(min=0)
+        secondary_k = left - primary_k
+    if bool((primary_k > 0).any()):
+        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep | excluded, primary_k)
+    if policy.secondary is not None and bool((secondary_k > 0).any()):
+        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep | excluded, secondary_k)
+    return keep
+
+
+def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy, *, fill_to: int | None = None) -> torch.Tensor:
+    """Slots to keep, (H, prefix_length + min(budget, n)) int64, ascending per head (module doc rules).
+
+    With frame text the kept count may fall short of the budget by up to one frame's text and differ between
+    heads; `fill_to` then sets the evictable count every head keeps, so that all layers agree
+    (`compress_store` passes the smallest count any layer's head reaches)."""
     heads, n = ctx.token_index.shape
     device = ctx.token_index.device
     budget = int(ctx.budget)
@@ -115,24 +147,97 @@ def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch
     prefix = torch.arange(ctx.prefix_length, device=device).expand(heads, -1)
     if n <= budget:
         return torch.arange(ctx.prefix_length + n, device=device).expand(heads, -1).clone()
-
-    recent = ctx.recent_mask
-    budget_per_head = torch.full((heads,), budget, dtype=torch.int64, device=device)
-    keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
-    kept_recent = keep.sum(1)
-    left = budget - kept_recent
-    if policy.secondary is None:
-        primary_k, secondary_k = left, torch.zeros_like(left)
+    frame_text = (ctx.frame_id >= 0) & (ctx.patch_index < 0)
+    if bool(frame_text.any()):
+        keep = _select_with_frame_text(ctx, policy, frame_text, fill_to)
     else:
-        primary_k = (math.floor(policy.tar_share * budget) - kept_recent).clamp(min=0)
-        secondary_k = left - primary_k
-    if bool((primary_k > 0).any()):
-        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep, primary_k)
-    if policy.secondary is not None and bool((secondary_k > 0).any()):
-        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep, secondary_k)
-
-    kept = keep.nonzero()[:, 1].view(heads, budget) + ctx.prefix_length  # row-major: ascending per head
+        keep = _keep_mask(ctx, policy, budget, torch.zeros_like(frame_text))
+    kept = keep.nonzero()[:, 1].view(heads, -1) + ctx.prefix_length  # row-major: ascending per head
     return torch.cat([prefix, kept], dim=1)
+
+
+def _frame_held(ctx: ScoringContext, keep: torch.Tensor, frame_text: torch.Tensor) -> torch.Tensor:
+    """(H, n) bool: the token's frame keeps at least one visual token in that head under `keep`."""
+    frames = torch.unique(ctx.frame_id[ctx.frame_id >= 0])  # sorted
+    dense = torch.searchsorted(frames, ctx.frame_id.clamp(min=0).contiguous()).clamp(max=frames.numel() - 1)
+    counts = torch.zeros((keep.shape[0], frames.numel()), dtype=torch.int64, device=keep.device)
+    counts.scatter_add_(1, dense, (keep & ~frame_text & (ctx.frame_id >= 0)).to(torch.int64))
+    return (counts.gather(1, dense) > 0) & (ctx.frame_id >= 0)
+
+
+def frame_text_kept_count(ctx: ScoringContext, policy: CompressionPolicy) -> int:
+    """The smallest per-head evictable count rule 6 keeps in this layer before its heads are evened out."""
+    frame_text = (ctx.frame_id >= 0) & (ctx.patch_index < 0)
+    if ctx.num_tokens <= ctx.budget or not bool(frame_text.any()):
+        return min(ctx.num_tokens, int(ctx.budget))
+    return int(_choose_with_frame_text(ctx, policy, frame_text).sum(1).min())
+
+
+def _choose_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor) -> torch.Tensor:
+    """Rule 6 before evening out: per head, rules 2-4 at the largest visual budget b[h] whose tokens plus the
+    text of their frames fit the budget."""
+    budget = int(ctx.budget)
+
+    def choose(visual_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = _keep_mask(ctx, policy, visual_b, frame_text)
+        keep |= frame_text & _frame_held(ctx, keep, frame_text)
+        return keep, keep.sum(1)
+
+    visual_b = torch.full((ctx.num_heads,), budget, dtype=torch.int64, device=ctx.token_index.device)
+    keep, totals = choose(visual_b)
+    while bool((totals > budget).any()):  # each step drops at least the overshoot; b = 0 keeps nothing
+        visual_b = (visual_b - (totals - budget).clamp(min=0)).clamp(min=0)
+        keep, totals = choose(visual_b)
+    growing = visual_b < budget
+    while bool(growing.any()):  # the overshoot step may have dropped a frame too many: take back what fits
+        more, more_totals = choose(visual_b + growing.to(torch.int64))
+        fits = growing & (more_totals <= budget)
+        keep = torch.where(fits.unsqueeze(1), more, keep)
+        totals = torch.where(fits, more_totals, totals)
+        visual_b = visual_b + fits.to(torch.int64)
+        growing = fits & (visual_b < budget)
+    return keep
+
+
+def _select_with_frame_text(
+    ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor, fill_to: int | None = None
+) -> torch.Tensor:
+    """Rule 6: `_choose_with_frame_text`, then heads (and, through `fill_to`, layers) are evened out to one
+    count: a head above it gives up its lowest-rated visual tokens (by the policy's last scorer; protected
+    recent tokens last) from frames that keep another visual token, so no frame loses its text this way."""
+    keep = _choose_with_frame_text(ctx, policy, frame_text)
+    totals = keep.sum(1)
+    target = int(totals.min()) if fill_to is None else int(fill_to)
+    if not 0 <= target <= int(totals.min()):
+        raise BudgetError(f"fill_to={fill_to} must lie in [0, {int(totals.min())}]")
+    excess = (totals - target).tolist()
+    if not any(excess):
+        return keep
+    scorer = policy.secondary if policy.secondary is not None else policy.primary
+    scores = scorer.score(ctx).double().nan_to_num(nan=-math.inf)
+    keep = keep.clone()
+    for head, extra in enumerate(excess):
+        if extra == 0:
+            continue
+        visual = keep[head] & ~frame_text[head]
+        frames, counts = torch.unique(ctx.frame_id[head][visual], return_counts=True)
+        left = dict(zip(frames.tolist(), counts.tolist()))
+        # lowest score first; recent tokens only after every other one
+        order = torch.argsort(scores[head].masked_fill(ctx.recent_mask[head], math.inf), stable=True).tolist()
+        for slot in order:
+            if extra == 0:
+                break
+            frame = int(ctx.frame_id[head, slot])
+            if visual[slot] and left[frame] > 1:
+                keep[head, slot] = False
+                left[frame] -= 1
+                extra -= 1
+        if extra:
+            raise BudgetError(
+                "frame text: a KV head cannot shrink to the common kept length without dropping a frame's "
+                "last visual token; raise the budget (it must hold several frames with their text)"
+            )
+    return keep
 
 
 def compress_store(
@@ -154,11 +259,14 @@ def compress_store(
     start = time.perf_counter()
     if before > target_tokens:
         budget = target_tokens - store.prefix_length
-        for layer_idx in range(store.num_layers):
-            ctx = build_context(
-                store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget
-            )
-            store.compact(layer_idx, select_keep_indices(ctx, policy), check=False)
+        contexts = [
+            build_context(store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget)
+            for layer_idx in range(store.num_layers)
+        ]
+        # Frame text (rule 6) lets heads and layers differ in count; all must keep one length.
+        fill = min(frame_text_kept_count(ctx, policy) for ctx in contexts)
+        for layer_idx, ctx in enumerate(contexts):
+            store.compact(layer_idx, select_keep_indices(ctx, policy, fill_to=fill), check=False)
     if store.device.type == "cuda":
         torch.cuda.synchronize(store.device)
     duration = time.perf_counter() - start

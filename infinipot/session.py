@@ -10,7 +10,10 @@ back, so the stream continues exactly as if nothing had been asked (multi-turn).
 Invariants the tests check:
 * the store is allocated once with |M| + reserve slots (reserve = longest question + template + answer),
   so `kv_bytes <= kv_cap_bytes` is structural;
-* positions come only from the adapter's position rule, continued from a logical counter;
+* positions come only from the adapter's position rule, continued from a logical counter; each visual
+  chunk also carries its place in the stream (where the video began, its first temporal frame's index
+  and per temporal frame the seconds since the first frame, from the header stamps), so a family that
+  lays a video out as one group (Qwen2-VL/2.5-VL) keeps that layout while streaming;
 * a rejected input (typed error) leaves the session unchanged and usable;
 * `ask` leaves the cache bit-identical (keys, values, metadata, length) and the counters unchanged.
 """
@@ -122,6 +125,8 @@ class _Counters:
     next_token: int = 0  # token_index of the next token written (unique over the stream)
     next_frame_id: int = 0  # id of the next temporal frame
     last_stamp: float | None = None
+    video_start: int | None = None  # logical position where the stream's video began (its one vision group)
+    first_stamp: float | None = None  # stamp of the stream's first ingested raw frame
     frames_added: int = 0
     frames_ingested: int = 0
     compressions: int = 0
@@ -159,7 +164,7 @@ class StreamingSession:
                 target_ratio=cfg.target_ratio,
                 reserve_tokens=self.reserve_tokens,
                 prefix_tokens=len(self._prefix_ids),
-                min_step_tokens=adapter.tokens_per_frame,
+                min_step_tokens=adapter.tokens_per_frame + adapter.max_frame_text_tokens,
             )
         self.store = FixedKVStore(
             geometry.num_layers,
@@ -215,7 +220,15 @@ class StreamingSession:
         self._pending.clear()
         with torch.no_grad():
             chunk = self.adapter.encode_frames(frames)
-            n = chunk.num_tokens
+            c = self._counters
+            per_step = len(frames) // chunk.num_frames
+            first_stamp = stamps[0] if c.first_stamp is None else c.first_stamp
+            chunk.stream_start = c.next_position if c.video_start is None else c.video_start
+            chunk.first_frame = c.next_frame_id
+            chunk.frame_times = tuple(stamps[j * per_step] - first_stamp for j in range(chunk.num_frames))
+            # visual tokens plus the text that belongs to the frames (timestamps, wrappers): all of it counts
+            block = self.adapter.stream_block(c.next_position, chunk)
+            n = block.num_tokens
             if self.budget is not None and self.store.length + n > self.budget.threshold_tokens:
                 self._compress()
                 if self.store.length + n > self.budget.threshold_tokens:
@@ -223,12 +236,13 @@ class StreamingSession:
                         f"after compression {self.store.length} tokens are held; a block of {n} does not fit "
                         f"under |M|={self.budget.threshold_tokens}"
                     )
-            c = self._counters
-            positions, next_position = self.adapter.visual_positions(c.next_position, chunk)
             token_index = torch.arange(c.next_token, c.next_token + n, dtype=torch.long)
-            frame_id = c.next_frame_id + chunk.frame_offset.cpu()
-            self._write(chunk.embeds, positions, token_index, frame_id, chunk.patch_index.cpu())
-        per_step = len(frames) // chunk.num_frames
+            frame_id = c.next_frame_id + block.frame_offset.cpu()
+            self._write(block.embeds, block.positions, token_index, frame_id, block.patch_index.cpu(),
+                        forward_kwargs=block.forward_kwargs)
+            next_position = block.next_start
+        if c.video_start is None:
+            c.video_start, c.first_stamp = chunk.stream_start, first_stamp
         for j in range(chunk.num_frames):
             c.frame_stamps[c.next_frame_id + j] = (stamps[j * per_step], stamps[(j + 1) * per_step - 1])
         c.next_position = next_position
@@ -245,12 +259,15 @@ class StreamingSession:
         frame_id: torch.Tensor,
         patch_index: torch.Tensor,
         logits_to_keep: int = 1,
+        forward_kwargs: dict | None = None,
     ) -> torch.Tensor:
         """One forward of new tokens into the store; on failure the store is rolled back to before it."""
         length = self.store.length
         self.store.stage_tokens(token_index, frame_id, patch_index)
         try:
-            return self.adapter.forward(embeds.unsqueeze(0), positions, self.store, logits_to_keep=logits_to_keep)
+            return self.adapter.forward(
+                embeds.unsqueeze(0), positions, self.store, logits_to_keep=logits_to_keep, **(forward_kwargs or {})
+            )
         except BaseException:
             self.store.truncate(min(length, min(self.store.layer_length(i) for i in range(self.store.num_layers))))
             raise

@@ -3,15 +3,16 @@
 Why it exists: tests, the benchmark and the tiny trained models need a real `PreTrainedTokenizerFast` that
 round-trips through `save_pretrained` / `AutoTokenizer.from_pretrained` exactly like a hub tokenizer, but
 with a vocabulary small enough for a model of a few hundred thousand parameters. The vocabulary covers the
-synthetic world of coloured shapes used for training (colours, shapes, counts, yes/no, order words);
-anything else maps to an unknown token, so arbitrary text never fails to encode.
+synthetic world of coloured shapes used for training (colours, shapes, counts, yes/no, order words) and
+the processors' per-frame time text (digits one by one, "<", ">", "seconds"); anything else maps to an
+unknown token, so arbitrary text never fails to encode.
 """
 from __future__ import annotations
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "UNK_TOKEN", "BASE_WORDS", "build_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "UNK_TOKEN", "BASE_WORDS", "TIME_WORDS", "build_tokenizer"]
 
 UNK_TOKEN = "<|unk|>"
 
@@ -43,31 +44,43 @@ GRAMMAR = (
     "has", "had", "be", "been", "about",
 )
 PUNCTUATION = ("?", ".", ",", "!", ":", ";", "'", "-", "(", ")")
+#: What the processors' per-frame time text needs: Qwen3-VL's "<12.5 seconds>", SmolVLM2's "Frame from 01:05:".
+#: Digits are split one by one (the pre-tokenizer), so any time is made of known tokens.
+TIME_WORDS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "<", ">", "seconds")
 #: Every ordinary word of the built-in vocabulary, in id order after the special tokens.
 BASE_WORDS: tuple[str, ...] = COLOURS + SHAPES + NUMBERS + PLURALS + GRAMMAR + PUNCTUATION
 
 
-def _vocabulary(extra_words: list[str] | None) -> dict[str, int]:
-    """Ids: unknown first, then the special tokens, then words; duplicates keep their first id."""
+def _vocabulary(extra_words: list[str] | None, time_text: bool) -> dict[str, int]:
+    """Ids: unknown first, then the special tokens, then words (time words last); duplicates keep their
+    first id."""
     vocab: dict[str, int] = {}
-    for word in (UNK_TOKEN, *SPECIAL_TOKENS, *BASE_WORDS, *(w.lower() for w in (extra_words or []))):
+    time_words = TIME_WORDS if time_text else ()
+    for word in (UNK_TOKEN, *SPECIAL_TOKENS, *BASE_WORDS, *(w.lower() for w in (extra_words or [])), *time_words):
         if word and word not in vocab:
             vocab[word] = len(vocab)
     return vocab
 
 
-def build_tokenizer(extra_words: list[str] | None = None) -> PreTrainedTokenizerFast:
+def build_tokenizer(extra_words: list[str] | None = None, *, time_text: bool = True) -> PreTrainedTokenizerFast:
     """Build the tiny tokenizer.
 
     Text is lower-cased and split into words and single punctuation marks; the decoder joins words with
     spaces. `extra_words` extends the vocabulary (lower-cased). The chat special tokens are registered as
     added tokens so `<|im_start|>user` encodes as two tokens, exactly as with Qwen's own tokenizer.
+    `time_text` (default) adds `TIME_WORDS` and splits digits one by one, so per-frame time text such as
+    "<12.5 seconds>" encodes to known tokens; `time_text=False` is the vocabulary the built-in trained model
+    (models/infinipot-tiny-qwen2vl) was trained with, which infinipot_train keeps using.
     """
-    vocab = _vocabulary(extra_words)
+    vocab = _vocabulary(extra_words, time_text)
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Split(Regex(r"[^\w\s]"), behavior="isolated")]
+        [
+            pre_tokenizers.Whitespace(),
+            pre_tokenizers.Split(Regex(r"[^\w\s]"), behavior="isolated"),
+        ]
+        + ([pre_tokenizers.Digits(individual_digits=True)] if time_text else [])
     )
     core.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with single spaces
     tokenizer = PreTrainedTokenizerFast(

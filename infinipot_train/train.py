@@ -105,8 +105,12 @@ def build_model(tokenizer, size: ModelSize = ModelSize(), seed: int = 0) -> torc
 
 def build_adapter(model: torch.nn.Module, tokenizer, name: str = "infinipot-tiny-qwen2vl",
                   frame_size: int = FRAME_SIZE) -> Qwen2VLAdapter:
-    """The engine's adapter around the model being trained (frame size and fps as the export will say)."""
-    return Qwen2VLAdapter(model, tokenizer, name=name, frame_size=frame_size, fps=SAMPLE_HZ)
+    """The engine's adapter around the model being trained (frame size and fps as the export will say).
+
+    Training lays each temporal frame out as its own vision group (`example_sequence`), the "per_chunk"
+    position layout, which the export records so the session streams the trained model the same way."""
+    return Qwen2VLAdapter(model, tokenizer, name=name, frame_size=frame_size, fps=SAMPLE_HZ,
+                          position_layout="per_chunk")
 
 
 def _frame_view(chunk: VisualChunk, frame: int) -> VisualChunk:
@@ -333,7 +337,7 @@ def train(settings: TrainSettings, resume: bool = False, size: ModelSize = Model
     np.random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
-    tokenizer = build_tokenizer(list(EXTRA_WORDS))
+    tokenizer = build_tokenizer(list(EXTRA_WORDS), time_text=False)
     model = build_model(tokenizer, size, seed=settings.seed).to(device)
     adapter = build_adapter(model, tokenizer, frame_size=settings.frame_size)
     model.train()
@@ -464,7 +468,7 @@ def load_trained(out: str | Path, device: str = "cpu") -> tuple[Qwen2VLAdapter, 
     out = Path(out)
     meta = json.loads((out / "settings.json").read_text())
     size = ModelSize(**meta["model"])
-    tokenizer = build_tokenizer(list(EXTRA_WORDS))
+    tokenizer = build_tokenizer(list(EXTRA_WORDS), time_text=False)
     model = build_model(tokenizer, size)
     state = torch.load(out / CHECKPOINT_NAME, map_location=device, weights_only=False)
     model.load_state_dict(state["model"])
@@ -487,7 +491,7 @@ def export(adapter: Qwen2VLAdapter, target: str | Path, provenance: dict | None 
     GenerationConfig(eos_token_id=[special["eos"], special["pad"]], pad_token_id=special["pad"],
                      do_sample=False).save_pretrained(target)
     write_infinipot_json(target, frame_size=list(adapter.frame_size), fps=SAMPLE_HZ, builder="infinipot_train.train",
-                         **(provenance or {}))
+                         position_layout=adapter.position_layout, **(provenance or {}))
     return target
 
 

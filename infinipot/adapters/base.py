@@ -8,7 +8,7 @@ with an explicit cache. Keeping the position rule here (one place per architectu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -59,6 +59,51 @@ class VisualChunk:
     frame_grid: tuple[int, int]  # (rows, cols) of tokens per temporal frame after merging
     frame_offset: torch.Tensor  # (n_tokens,) int64: 0..num_frames-1, which temporal frame
     patch_index: torch.Tensor  # (n_tokens,) int64: 0..rows*cols-1, spatial position in the frame
+    # Where the chunk sits in the stream, filled by the session before `visual_positions` (None/0 when a
+    # caller prefills chunks on their own, e.g. training): the logical position at which the stream's video
+    # began, how many temporal frames came before this chunk, and per temporal frame the seconds since the
+    # stream's first frame (its first raw frame's header stamp). Adapters whose family lays a video out as
+    # ONE group (Qwen2-VL/2.5-VL) need them; adapters with a per-token counter ignore them.
+    stream_start: int | None = None
+    first_frame: int = 0
+    frame_times: tuple[float, ...] | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.embeds.shape[0])
+
+    def frame(self, k: int) -> "VisualChunk":
+        """Temporal frame `k` alone, as a one-frame chunk that keeps its place in the stream."""
+        per = self.frame_grid[0] * self.frame_grid[1]
+        part = slice(k * per, (k + 1) * per)
+        return VisualChunk(
+            embeds=self.embeds[part],
+            num_frames=1,
+            frame_grid=self.frame_grid,
+            frame_offset=self.frame_offset[part] - k,
+            patch_index=self.patch_index[part],
+            stream_start=self.stream_start,
+            first_frame=self.first_frame + k,
+            frame_times=None if self.frame_times is None else (self.frame_times[k],),
+        )
+
+
+@dataclass
+class StreamBlock:
+    """What the session prefills for one visual chunk: its visual tokens plus the text that belongs to its
+    frames (timestamps, frame wrappers such as SmolVLM2's "Frame from 00:05:" or Qwen3-VL's "<2.5 seconds>"),
+    in prompt order, with positions.
+
+    Frame text tokens carry their frame (`frame_offset`) and `patch_index` -1, so the store records which
+    frame they belong to; selection never scores them and drops them with their frame's last visual token.
+    `forward_kwargs` are passed on to `adapter.forward` for this block (Qwen3-VL: DeepStack features)."""
+
+    embeds: torch.Tensor  # (n, hidden)
+    positions: torch.Tensor  # the adapter's position ids for the n tokens
+    frame_offset: torch.Tensor  # (n,) int64: temporal frame within the chunk, text included
+    patch_index: torch.Tensor  # (n,) int64: spatial index for visual tokens, -1 for frame text
+    next_start: int
+    forward_kwargs: dict = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -130,6 +175,50 @@ class VLMAdapter(ABC):
         """Run the language model over (1, n, hidden) embeddings with explicit positions, writing K/V into
         `cache` (a transformers Cache); return logits (1, n, vocab), or only the last `logits_to_keep`
         rows when it is > 0 (prefill needs none, a question only the last: the lm_head is costly)."""
+
+    #: most text tokens one temporal frame may carry (timestamps, wrappers); sizes the budget's smallest step
+    max_frame_text_tokens: int = 0
+
+    def frame_text_ids(self, frame_index: int, seconds: float) -> tuple[list[int], list[int]]:
+        """Text before and after temporal frame `frame_index` of the stream, taken `seconds` after the
+        stream's first frame. Default: none (the frame is only its visual tokens)."""
+        return [], []
+
+    def stream_block(self, start: int, chunk: VisualChunk) -> StreamBlock:
+        """The chunk's tokens as the session prefills them, from logical position `start`: per temporal frame
+        its text before (`frame_text_ids`), its visual tokens (`visual_positions`), its text after; text
+        positions from `text_positions`. Adapters whose frames carry no text get the visual chunk alone."""
+        texts = [
+            self.frame_text_ids(chunk.first_frame + k, 0.0 if chunk.frame_times is None else chunk.frame_times[k])
+            for k in range(chunk.num_frames)
+        ]
+        if not any(before or after for before, after in texts):
+            positions, next_start = self.visual_positions(start, chunk)
+            return StreamBlock(chunk.embeds, positions, chunk.frame_offset, chunk.patch_index, next_start)
+        embeds, positions, offsets, patches = [], [], [], []
+
+        def add_text(ids: list[int], k: int) -> None:
+            nonlocal start
+            pos, start = self.text_positions(start, len(ids))
+            embeds.append(self.text_embeds(torch.tensor(ids, dtype=torch.long)))
+            positions.append(pos)
+            offsets.append(torch.full((len(ids),), k, dtype=torch.long))
+            patches.append(torch.full((len(ids),), -1, dtype=torch.long))
+
+        for k, (before, after) in enumerate(texts):
+            if before:
+                add_text(before, k)
+            frame = chunk.frame(k)
+            pos, start = self.visual_positions(start, frame)
+            embeds.append(frame.embeds)
+            positions.append(pos)
+            offsets.append(frame.frame_offset.cpu() + k)
+            patches.append(frame.patch_index.cpu())
+            if after:
+                add_text(after, k)
+        return StreamBlock(
+            torch.cat(embeds), torch.cat(positions, dim=-1), torch.cat(offsets), torch.cat(patches), start
+        )
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""

@@ -28,6 +28,8 @@ __all__ = [
     "NOMINAL_FPS",
     "INFINIPOT_CONFIG_NAME",
     "MRopePositionRule",
+    "VideoPositionRule",
+    "POSITION_LAYOUTS",
     "Qwen2VLAdapter",
     "resolve_dtype",
 ]
@@ -41,6 +43,11 @@ NOMINAL_FPS = 2.0
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 #: Our own small settings file next to a checkpoint (written by the tiny-model builder).
 INFINIPOT_CONFIG_NAME = "infinipot.json"
+#: `position_layout` of infinipot.json. "video" (default): the family's own layout, the whole stream is ONE
+#: video (`VideoPositionRule`). "per_chunk": the engine's pre-issue-15 layout, every temporal frame its own
+#: vision group with its own base (`MRopePositionRule.visual`); only the built-in trained model
+#: (models/infinipot-tiny-qwen2vl) records it, because it was trained that way.
+POSITION_LAYOUTS = ("video", "per_chunk")
 
 @dataclass(frozen=True)
 class MRopePositionRule:
@@ -59,7 +66,8 @@ class MRopePositionRule:
     tokens_per_second * seconds_per_grid for Qwen2.5-VL (its time-aligned temporal ids); the second term of
     the max keeps consecutive chunks that far apart in temporal id, so time stays aligned across chunks.
     Unlike transformers 5.x `get_rope_index`, text after a video never reuses ids below the video's
-    largest id. Swap this class to change the rule; nothing else computes positions.
+    largest id. This is the "per_chunk" layout (see `POSITION_LAYOUTS`): real checkpoints stream with
+    `VideoPositionRule` instead; text positions always come from here.
     """
 
     temporal_step: float = 1.0
@@ -78,6 +86,71 @@ class MRopePositionRule:
         ids = torch.stack([grid_t.reshape(-1), grid_h.reshape(-1), grid_w.reshape(-1)]).to(device)
         next_start = max(int(ids.max()) + 1, start + int(round(num_frames * self.temporal_step)))
         return ids, next_start
+
+
+@dataclass(frozen=True)
+class VideoPositionRule:
+    """The family's own video layout, kept while streaming: the whole stream is ONE video.
+
+    Qwen2-VL / Qwen2.5-VL lay a video out as one vision group (transformers 5.24
+    `models/qwen2_vl/modeling_qwen2_vl.py` and `models/qwen2_5_vl/modeling_qwen2_5_vl.py`,
+    `get_vision_position_ids` called from `get_rope_index`): with `base` = the position after the text
+    before the video, token (k, r, c) of temporal frame k gets
+
+        t = base + floor(k * interval),  h = base + r,  w = base + c,
+
+    so every frame shares the h/w base and only t advances. Qwen2-VL: interval 1. Qwen2.5-VL: interval =
+    `tokens_per_second * second_per_grid_ts` (the processor derives seconds per temporal patch from the
+    sampled fps: `processing_qwen2_5_vl.py`, `second_per_grid_ts = temporal_patch_size / fps`), i.e.
+    t = base + floor(tokens_per_second * seconds since the video's first frame). A stream's frames are
+    not necessarily regular, so the streaming rule takes that time from the header stamps: frame k's
+    elapsed time is the stamp of its first raw frame minus the stream's first stamp (for regular stamps
+    this is exactly k * second_per_grid_ts). Without stamps it falls back to `nominal_seconds_per_frame`.
+
+    Text after the video: Qwen's released rule (qwen-vl-utils / transformers 4.x `get_rope_index`) puts it
+    at the largest vision id + 1. Installed transformers 5.x advances only by max(h, w) of the merged grid,
+    so text after a long video would reuse temporal ids of its later frames; we follow the released rule
+    (test/engine/test_conformance.py pins the difference).
+    """
+
+    #: None: Qwen2-VL (t advances one id per temporal frame); else Qwen2.5-VL's tokens per second
+    tokens_per_second: float | None = None
+    #: seconds per temporal frame when no stamps are known (Qwen2.5-VL only)
+    nominal_seconds_per_frame: float = 1.0
+
+    def temporal_offsets(
+        self, first_frame: int, num_frames: int, frame_times: Sequence[float] | None
+    ) -> torch.Tensor:
+        """(num_frames,) int64 t offsets from the video base for temporal frames first_frame.. ."""
+        index = torch.arange(first_frame, first_frame + num_frames, dtype=torch.float64)
+        if self.tokens_per_second is None:
+            return index.long()
+        if frame_times is None:
+            seconds = index * self.nominal_seconds_per_frame
+        else:
+            if len(frame_times) != num_frames:
+                raise ValueError(f"{len(frame_times)} frame times for {num_frames} temporal frames")
+            seconds = torch.tensor([float(t) for t in frame_times], dtype=torch.float64)
+        # 1e-6 s of slack so a stamp written as 0.1 * i lands on the same id as the processor's k * interval
+        return torch.floor(seconds * float(self.tokens_per_second) + 1e-6).long()
+
+    def visual(
+        self,
+        start: int,
+        base: int,
+        offsets: torch.Tensor,
+        rows: int,
+        cols: int,
+        device: torch.device | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Ids of frames with t offsets `offsets` of the video based at `base`; next start = max(start,
+        largest id + 1) (the released rule's text position, never below the stream's counter)."""
+        t_ids = base + offsets.to(torch.long)
+        h_ids = base + torch.arange(rows, dtype=torch.long)
+        w_ids = base + torch.arange(cols, dtype=torch.long)
+        grid_t, grid_h, grid_w = torch.meshgrid(t_ids, h_ids, w_ids, indexing="ij")
+        ids = torch.stack([grid_t.reshape(-1), grid_h.reshape(-1), grid_w.reshape(-1)]).to(device)
+        return ids, max(int(start), int(ids.max()) + 1)
 
 
 def _read_json(path: Path) -> dict:
@@ -125,6 +198,7 @@ class Qwen2VLAdapter(VLMAdapter):
         frame_size: int | Sequence[int] | None = None,
         fps: float | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        position_layout: str = "video",
     ) -> None:
         config = model.config
         if config.model_type not in self.SUPPORTED_MODEL_TYPES:
@@ -147,11 +221,16 @@ class Qwen2VLAdapter(VLMAdapter):
         unit = self.patch_size * self.merge_size
         self.frame_grid = (self.frame_size[0] // unit, self.frame_size[1] // unit)
         self.fps = float(fps) if fps is not None else NOMINAL_FPS
+        if position_layout not in POSITION_LAYOUTS:
+            raise ValueError(f"position_layout must be one of {POSITION_LAYOUTS}, got {position_layout!r}")
+        self.position_layout = position_layout
+        seconds_per_grid = self.frames_per_step / self.fps
         if self.model_type == "qwen2_5_vl":
-            seconds_per_grid = self.frames_per_step / self.fps
             step = float(vision.tokens_per_second) * seconds_per_grid
+            self.video_rule = VideoPositionRule(float(vision.tokens_per_second), seconds_per_grid)
         else:
             step = 1.0
+            self.video_rule = VideoPositionRule(None, seconds_per_grid)
         self.position_rule = MRopePositionRule(temporal_step=step)
 
         self._language_model = model.model.language_model
@@ -209,6 +288,7 @@ class Qwen2VLAdapter(VLMAdapter):
             name=str(model_id_or_path),
             frame_size=frame_size if frame_size is not None else _default_frame_size(checkpoint),
             fps=settings.get("fps"),
+            position_layout=str(settings.get("position_layout", "video")),
         )
 
     # ------------------------------------------------------------------ contract
@@ -272,8 +352,14 @@ class Qwen2VLAdapter(VLMAdapter):
         return self.position_rule.text(start, num_tokens, self.device)
 
     def visual_positions(self, start: int, chunk: VisualChunk) -> tuple[torch.Tensor, int]:
+        """The stream as one video (`VideoPositionRule`) when the session placed the chunk in it
+        (`chunk.stream_start`) and the layout is "video"; otherwise the chunk is its own vision group at
+        `start` (`MRopePositionRule`, the "per_chunk" layout the built-in model was trained with)."""
         rows, cols = chunk.frame_grid
-        return self.position_rule.visual(start, chunk.num_frames, rows, cols, self.device)
+        if self.position_layout == "per_chunk" or chunk.stream_start is None:
+            return self.position_rule.visual(start, chunk.num_frames, rows, cols, self.device)
+        offsets = self.video_rule.temporal_offsets(chunk.first_frame, chunk.num_frames, chunk.frame_times)
+        return self.video_rule.visual(start, chunk.stream_start, offsets, rows, cols, self.device)
 
     def forward(
         self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object, logits_to_keep: int = 0

@@ -14,11 +14,19 @@ Choices (each one documented once, here):
 * **Tokens per frame.** SigLIP yields (S/p)² patches; the connector's pixel shuffle folds each s×s block of
   patches into one token, so a frame is a `(S/p/s, S/p/s)` grid, row-major (checked against the shuffle's
   reshapes: the output is ordered by block row, then block column).
-* **Prompt.** The chat style of SmolVLM's template: `<|im_start|>User:` + a short video intro, then the
-  frames, then `\\n\\n<question><end_of_utterance>\\nAssistant:`. The per-frame wrappers of the official
-  processor (`\\nFrame from MM:SS:<fake_token_around_image><global-img>...<fake_token_around_image>`) are
-  **omitted**: the engine's visual chunks hold exactly `rows*cols` tokens per frame so the TaR scorer can
-  compare tokens at the same spatial position, and the number of frames is unknown while streaming.
+* **Prompt.** What SmolVLM2's processor writes for a video (transformers 5.24
+  `models/smolvlm/processing_smolvlm.py`, `SmolVLMProcessor.replace_video_token` and `DEFAULT_CHAT_TEMPLATE`),
+  streamed: `<|im_start|>User: ` + the video intro, then per frame `\nFrame from MM:SS:` +
+  `<fake_token_around_image><global-img>` + the frame's image tokens + `<fake_token_around_image>`
+  (`FRAME_TIMESTAMP_MESSAGE`, `_prompt_single_image`), then `\n\n` (`DEFAULT_MEDIA_OUTTRO`) + the question +
+  `<end_of_utterance>\nAssistant:`. MM:SS is the frame's time since the stream's first frame, from the
+  header stamps (the processor's `int(second // 60)`, `int(second % 60)`: minutes keep counting past 59).
+  The wrapper and timestamp are frame text (`frame_text_ids`): they leave the cache with the frame's last
+  visual token. **Decided for streaming:** the processor's intro names the frame count and the duration
+  (`DEFAULT_VIDEO_INTRO`, "...series of {frame_count} frames from a {video_duration} [H:MM:SS] video."); a
+  stream knows neither when the intro is prefilled (once, never evicted), and after compression the count
+  would be wrong anyway, so the streaming intro says "...series of frames from a video." and the
+  per-frame timestamps carry the time. The conformance suite runs the stock model on this intro.
 * **Positions.** One rule for everything: each token, text or visual, takes the next integer of the stream's
   logical counter (`arange(start, start + n)`), shape `(1, n)`. This is what SmolVLM itself does (its text
   model gets sequential positions over the interleaved sequence); after eviction the counter keeps growing
@@ -47,6 +55,9 @@ __all__ = [
     "build_tiny_checkpoint",
     "PREFIX_TEXT",
     "QUESTION_TEMPLATE",
+    "FRAME_TEXT_BEFORE",
+    "FRAME_TEXT_AFTER",
+    "frame_timestamp",
     "SMOLVLM_SPECIAL_TOKENS",
 ]
 
@@ -65,8 +76,19 @@ SMOLVLM_SPECIAL_TOKENS: tuple[str, ...] = (
 END_OF_UTTERANCE = "<end_of_utterance>"
 #: text before the first visual token; the video intro follows the official one minus the frame count.
 PREFIX_TEXT = "<|im_start|>User: You are provided the following series of frames from a video.\n"
-#: text after the visual stream; `{question}` is replaced by the stripped question.
+#: text after the visual stream (the processor's media outro "\n\n", then the question and the turn end).
 QUESTION_TEMPLATE = "\n\n{question}<end_of_utterance>\nAssistant:"
+#: frame text around each frame's image tokens (processing_smolvlm.py: FRAME_TIMESTAMP_MESSAGE + _prompt_single_image)
+FRAME_TEXT_BEFORE = "\nFrame from {timestamp}:<fake_token_around_image><global-img>"
+FRAME_TEXT_AFTER = "<fake_token_around_image>"
+#: the longest timestamp the frame-text bound is computed for (99,999 minutes: a stream of 69 days)
+_LONGEST_TIMESTAMP_S = 99_999 * 60.0
+
+
+def frame_timestamp(seconds: float) -> str:
+    """MM:SS of a frame `seconds` after the first one, as the processor writes it (minutes not wrapped)."""
+    seconds = max(0.0, float(seconds))
+    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
 
 _DEFAULT_MEAN = (0.5, 0.5, 0.5)
 _DEFAULT_STD = (0.5, 0.5, 0.5)
@@ -126,6 +148,8 @@ class SmolVLMAdapter(VLMAdapter):
         self._std = np.asarray(image_std, dtype=np.float32).reshape(3, 1, 1)
         self._rescale = float(rescale_factor)
         self._resample = int(resample)
+        before, after = self.frame_text_ids(0, _LONGEST_TIMESTAMP_S)
+        self.max_frame_text_tokens = len(before) + len(after)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -183,6 +207,11 @@ class SmolVLMAdapter(VLMAdapter):
 
     def prefix_token_ids(self) -> list[int]:
         return self._encode(PREFIX_TEXT)
+
+    def frame_text_ids(self, frame_index: int, seconds: float) -> tuple[list[int], list[int]]:
+        """`\nFrame from MM:SS:<fake_token_around_image><global-img>` before the frame's image tokens and
+        `<fake_token_around_image>` after them (see the module docstring)."""
+        return self._encode(FRAME_TEXT_BEFORE.format(timestamp=frame_timestamp(seconds))), self._encode(FRAME_TEXT_AFTER)
 
     def question_token_ids(self, question: str) -> list[int]:
         """Template around `question`; validation is the session's job (it also asks with "" to size the

@@ -178,3 +178,55 @@ def test_default_frame_size_rules(tmp_path):
     assert _default_frame_size(tmp_path) == (280, 280)
     (tmp_path / "infinipot.json").write_text(json.dumps({"frame_size": [28, 56]}))
     assert _default_frame_size(tmp_path) == (28, 56)
+
+
+# ---------------------------------------------------------------------------------------- position layout
+def test_position_layout_is_read_from_infinipot_json(tiny_cache, tmp_path):
+    """Real and tiny checkpoints stream in the family's video layout; a checkpoint whose infinipot.json says
+    "per_chunk" (the built-in trained model) gets the layout it was trained with; anything else is refused."""
+    import shutil
+
+    from infinipot.adapters.loading import builtin_checkpoint
+
+    assert load_adapter("builtin:tiny-qwen2-vl").position_layout == "video"
+    assert load_adapter("infinipot-tiny-qwen2vl").position_layout == "per_chunk"
+    folder = tmp_path / "ckpt"
+    shutil.copytree(builtin_checkpoint("tiny-qwen2-vl"), folder)
+    settings = json.loads((folder / "infinipot.json").read_text())
+    (folder / "infinipot.json").write_text(json.dumps({**settings, "position_layout": "per_chunk"}))
+    legacy = load_adapter(str(folder))
+    chunk = legacy.encode_frames([np.zeros((40, 40, 3), np.uint8)] * 2)
+    chunk.stream_start, chunk.first_frame, chunk.frame_times = 5, 3, (1.5,)
+    ids, nxt = legacy.visual_positions(20, chunk)  # per_chunk: the chunk is its own group at 20
+    assert ids.tolist() == [[20] * 4, [20, 20, 21, 21], [20, 21, 20, 21]] and nxt == 22
+    (folder / "infinipot.json").write_text(json.dumps({**settings, "position_layout": "sideways"}))
+    with pytest.raises(ValueError, match="position_layout"):
+        load_adapter(str(folder))
+
+
+def test_video_layout_places_chunk_in_the_stream(qwen):
+    """"video" layout: a chunk placed in the stream shares the video base for h/w; t = base + step."""
+    chunk = qwen.encode_frames([np.zeros((40, 40, 3), np.uint8)] * 2)
+    chunk.stream_start, chunk.first_frame, chunk.frame_times = 5, 3, (1.5,)
+    ids, nxt = qwen.visual_positions(20, chunk)
+    rows, cols = qwen.frame_grid
+    tps = getattr(qwen.model.config.vision_config, "tokens_per_second", None)
+    t = 5 + (3 if qwen.model_type == "qwen2_vl" else int(tps * 1.5))
+    assert ids[0].tolist() == [t] * (rows * cols)
+    assert ids[1].tolist() == [5 + r for r in range(rows) for _ in range(cols)]
+    assert nxt == max(20, t + 1, 5 + max(rows, cols))
+
+
+def test_tokenizer_encodes_frame_time_text():
+    """Per-frame time text (Qwen3-VL "<12.5 seconds>", SmolVLM2 "Frame from 01:05:") is made of known tokens;
+    the built-in model's vocabulary (time_text=False) is the one it was trained with."""
+    tok = build_tokenizer()
+    for text in ("<12.5 seconds>", "<0.0 seconds>", "\nFrame from 01:05:", "<98765.4 seconds>"):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, text
+    assert tok.convert_ids_to_tokens(tok("<12.5 seconds>", add_special_tokens=False)["input_ids"]) == [
+        "<", "1", "2", ".", "5", "seconds", ">"
+    ]
+    old = build_tokenizer(time_text=False)
+    assert old.unk_token_id in old("<12.5 seconds>", add_special_tokens=False)["input_ids"]
+    assert len(tok) == len(old) + 13  # digits 0-9, "<", ">", "seconds"

@@ -82,7 +82,7 @@ def _masks(calls: list[dict], num_layers: int, num_heads: int) -> dict[int, torc
 
 def test_streamed_answer_logits_equal_masked_full_forward(adapter, make_frames):
     prefix_len = len(adapter.prefix_token_ids())
-    per_frame = adapter.tokens_per_frame
+    per_frame = adapter.tokens_per_frame + adapter.max_frame_text_tokens  # frame text counts against the budget
     budget = prefix_len + 6 * per_frame
     calls: list[dict] = []
     original = _record_forwards(adapter, calls)

@@ -103,3 +103,66 @@ def test_compress_store_errors(stream_store) -> None:
         compress_store(store, make_policy("infinipot"), target_tokens=2, frame_grid=GRID)
     with pytest.raises(PolicyError):
         compress_store(store, None, target_tokens=50, frame_grid=GRID)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------- frame text
+def _store_with_frame_text(frames: int, text_per_frame: int, seed: int = 0):
+    """A store: 3 prefix tokens, then per frame `text_per_frame` frame-text tokens (patch -1) + P visual ones."""
+    from infinipot.kv_store import FixedKVStore
+
+    store = FixedKVStore(2, 2, 8, 3 + frames * (P + text_per_frame))
+    gen = torch.Generator().manual_seed(seed)
+    frame_id = [-1] * 3
+    patch = [-1] * 3
+    for f in range(frames):
+        frame_id += [f] * (text_per_frame + P)
+        patch += [-1] * text_per_frame + list(range(P))
+    n = len(frame_id)
+    store.stage_tokens(torch.arange(n), torch.tensor(frame_id), torch.tensor(patch))
+    for layer in range(2):
+        store.update(torch.randn(1, 2, n, 8, generator=gen), torch.randn(1, 2, n, 8, generator=gen), layer)
+    store.set_prefix_length(3)
+    return store
+
+
+@dataclass(frozen=True)
+class TextFirstScorer(Scorer):
+    """Rates frame-text tokens best of all: if selection let scores decide about them, they would all stay."""
+
+    def score(self, ctx: ScoringContext) -> torch.Tensor:
+        return torch.where(ctx.patch_index < 0, 1e9, -ctx.token_index.double())
+
+
+@pytest.mark.parametrize("policy_name", ["infinipot", "tar", "van", "uniform", "sliding_window", "text_first"])
+def test_frame_text_leaves_with_its_frames_last_visual_token(policy_name) -> None:
+    """Rule 6: frame text is kept iff its frame keeps a visual token in that layer and head; it counts
+    against the budget; its scores never matter (a scorer that loves text changes nothing about text)."""
+    store = _store_with_frame_text(frames=8, text_per_frame=3)
+    if policy_name == "text_first":
+        policy = CompressionPolicy(name="text_first", primary=TextFirstScorer(), secondary=OldestScorer(), recent_ratio=0.25)
+    else:
+        policy = make_policy(policy_name)
+    target = 3 + 40
+    compress_store(store, policy, target, GRID)
+    assert store.length <= target
+    evicted_some_frame = False
+    for layer in range(store.num_layers):
+        _, frame_id, patch = store.metadata(layer)
+        for head in range(store.num_kv_heads):
+            fid, pid = frame_id[head, 3:], patch[head, 3:]
+            visual_frames = set(fid[pid >= 0].tolist())
+            text_frames = fid[pid < 0].tolist()
+            assert set(text_frames) == visual_frames  # text exactly for the frames that keep a visual token
+            assert all(text_frames.count(f) == 3 for f in visual_frames)  # a frame's text is kept whole
+            evicted_some_frame |= len(visual_frames) < 8
+    assert evicted_some_frame, "the budget must evict whole frames for this test to mean something"
+
+
+def test_frame_text_counts_against_the_budget() -> None:
+    """With frame text every head still keeps exactly the same number of slots, at most the budget."""
+    store = _store_with_frame_text(frames=10, text_per_frame=2, seed=3)
+    policy = make_policy("infinipot")
+    ctx = build_context(store, 0, recent_ratio=policy.recent_ratio, frame_grid=GRID, budget=50)
+    keep = select_keep_indices(ctx, policy)
+    assert keep.shape[1] <= 3 + 50 and keep.shape[1] >= 3 + 50 - 2
+    assert torch.equal(keep[:, :3], torch.arange(3).expand(2, -1))

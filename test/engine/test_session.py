@@ -15,8 +15,15 @@ QUESTION = "what colour was the first cube?"
 
 
 def _budget(adapter, frames: int = 6) -> int:
-    """A threshold that holds the prefix plus `frames` temporal frames: small enough to compress often."""
-    return len(adapter.prefix_token_ids()) + frames * adapter.tokens_per_frame
+    """A threshold that holds the prefix plus `frames` temporal frames (with their frame text, if the adapter
+    writes any): small enough to compress often."""
+    return len(adapter.prefix_token_ids()) + frames * (adapter.tokens_per_frame + adapter.max_frame_text_tokens)
+
+
+def _step_tokens(adapter, frame_index: int, seconds: float) -> int:
+    """Tokens one temporal frame adds: its visual tokens plus its frame text (timestamps, wrappers)."""
+    before, after = adapter.frame_text_ids(frame_index, seconds)
+    return adapter.tokens_per_frame + len(before) + len(after)
 
 
 def _stream(session: StreamingSession, frames, start: float = 0.0, step: float = 0.5) -> None:
@@ -74,9 +81,9 @@ def test_uncapped_cache_grows_linearly(adapter, make_frames):
         session.add_frame(frame, stamp=float(i))
         if (i + 1) % adapter.frames_per_step == 0:
             sizes.append(session.stats().kv_bytes)
-    per_step = adapter.tokens_per_frame * adapter.geometry.bytes_per_token
-    assert sizes == [(prefix + (j + 1) * adapter.tokens_per_frame) * adapter.geometry.bytes_per_token for j in range(12)]
-    assert all(b - a == per_step for a, b in zip(sizes, sizes[1:]))
+    steps = [_step_tokens(adapter, j, float(j * adapter.frames_per_step)) for j in range(12)]
+    assert sizes == [(prefix + sum(steps[: j + 1])) * adapter.geometry.bytes_per_token for j in range(12)]
+    assert all(b - a == n * adapter.geometry.bytes_per_token for a, b, n in zip(sizes, sizes[1:], steps[1:]))
     stats = session.stats()
     assert stats.token_budget == 0 and stats.kv_cap_bytes == 0 and stats.compressions == 0
     assert stats.memory_start == 0.0 and stats.memory_end == float(adapter.frames_per_step * 12 - 1)
@@ -124,7 +131,7 @@ def test_streaming_continues_after_a_question(adapter, make_frames):
 
 def test_memory_span_follows_evictions(adapter, make_frames):
     step = adapter.frames_per_step
-    session = StreamingSession(adapter, SessionConfig(policy="sliding_window", budget_tokens=_budget(adapter, 3)))
+    session = StreamingSession(adapter, SessionConfig(policy="sliding_window", budget_tokens=_budget(adapter, 4)))
     _stream(session, make_frames(step * 10, seed=2), start=100.0, step=1.0)
     stats = session.stats()
     held = sorted(set(session.store.frame_id[:, :, : session.store.length].flatten().tolist()) - {-1})
