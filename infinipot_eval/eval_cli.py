@@ -5,6 +5,7 @@
                    [--max-new-tokens 16] [--topic /camera/image_raw] [--record-every 1]
     infinipot-eval --live ... [--rate 1.0]   # same, but through the ROS node and /ask_video (live.py)
     infinipot-eval --live --lockstep ...     # live, paced by the node: the offline answers, exactly
+    infinipot-eval --live --image-qos reliable ...   # the node's camera QoS (and the player's)
 
 "full" runs once, uncapped (budget null); every other policy runs once per budget. Writes OUT/report.json,
 OUT/report.md, OUT/kv_memory.png and OUT/accuracy_vs_budget.png (see docs/evaluation.md).
@@ -98,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep", action="store_true",
                    help="--live: pace playback by the node and pause it for each question (no frame lost; "
                         "answers equal the offline replay's with a deterministic model)")
+    p.add_argument("--image-qos", choices=("sensor_data", "reliable"), default=None,
+                   help="--live: the node's image_qos parameter, also the bag player's publisher QoS "
+                        "(default: reliable with --lockstep, which must not lose a frame; sensor_data, the "
+                        "robot's best-effort default, in real time)")
     return p
 
 
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.lockstep and not args.live:
         parser.error("--lockstep needs --live")
+    if args.image_qos and not args.live:
+        parser.error("--image-qos needs --live")
     try:
         qset = load_questions(args.questions or args.bag / "questions.yaml")
         policies = parse_list(args.policy)
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 results = evaluate_live(args.bag, qset, rate=args.rate, lockstep=args.lockstep, dtype=args.dtype,
-                                        device=args.device, **common)
+                                        device=args.device, image_qos=args.image_qos, **common)
             except (LiveError, LockstepError) as exc:
                 print(f"infinipot-eval: live replay failed: {exc}", file=sys.stderr)
                 return 1
@@ -130,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     mode = ("live-lockstep" if args.lockstep else "live") if args.live else "offline"
     meta = {"mode": mode, "bag": str(args.bag), "model": args.model,
             "sample_hz": args.sample_hz, "max_new_tokens": args.max_new_tokens}
+    if args.live:
+        from .live import default_image_qos
+
+        meta["image_qos"] = args.image_qos or default_image_qos(args.lockstep)
     if args.report is None:
         args.report = Path(args.bag) / "report"
     paths = write_report(results, args.report, meta)
