@@ -34,11 +34,11 @@ from typing import Any, Callable
 
 import psutil
 
-from .bagio import list_image_topics
 from .lockstep import LockstepError, NodeMonitor
 from .questions import Question, QuestionSet
-from .replay import AnswerRecord, NodeFrameSteps, RunResult, RunSpec, StepRecord, run_specs, summarise
+from .replay import AnswerRecord, NodeFrameSteps, RunResult, RunSpec, StepRecord, run_specs
 from .scoring import is_correct
+from .topics import combined_entry, plan_topics
 
 __all__ = ["LiveError", "LockstepError", "node_command", "run_live", "evaluate_live"]
 
@@ -312,17 +312,21 @@ def evaluate_live(bag: str | Path, qset: QuestionSet, *, policies: list[str], bu
                   topic: str | None = None, sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0,
                   lockstep: bool = False, progress: bool = True, dtype: str = "float32",
                   device: str = "cpu", image_qos: str | None = None) -> list[dict[str, Any]]:
-    """Every policy × budget through the live node; report entries as in the offline evaluation."""
-    topic = topic or qset.bag.topic
-    known = {t.topic for t in list_image_topics(bag)}
-    if topic not in known:
-        raise ValueError(f"{bag}: no image topic {topic!r} (image topics: {sorted(known)})")
+    """Every policy × budget through the live node; report entries as in the offline evaluation.
+
+    Every topic of the question file (or only `topic`) is played to a node of its own, one after the other
+    (the node keeps an independent memory per camera, so this is what one node with all cameras remembers),
+    and scored into one entry per policy × budget (`topics.combined_entry`)."""
+    plan = plan_topics(qset, bag, topic)
     results = []
     for spec in run_specs(policies, budgets):
-        if progress:
-            print(f"live run {spec.label} ...", file=sys.stderr)
-        run = run_live(bag, topic, list(qset.questions), spec, model=model, sample_hz=sample_hz,
-                       dtype=dtype, device=device,
-                       max_new_tokens=max_new_tokens, rate=rate, lockstep=lockstep, image_qos=image_qos)
-        results.append(summarise(run))
+        runs = {}
+        for topic_name in plan.topics:
+            if progress:
+                print(f"live run {spec.label} {topic_name} ...", file=sys.stderr)
+            runs[topic_name] = run_live(bag, topic_name, list(qset.questions), spec, model=model,
+                                        sample_hz=sample_hz, dtype=dtype, device=device,
+                                        max_new_tokens=max_new_tokens, rate=rate, lockstep=lockstep,
+                                        image_qos=image_qos)
+        results.append(combined_entry(runs, qset.questions))
     return results
