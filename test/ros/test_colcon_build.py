@@ -94,7 +94,7 @@ def test_node_installed_by_colcon_answers(workspace, harness, tmp_path) -> None:
     domain = harness.domain_id(37)
     exe = ws / "install" / "infinipot_ros" / "lib" / "infinipot_ros" / "infinipot_node"
     log = open(tmp_path / "node.log", "wb")  # noqa: SIM115 - closed below
-    # the shipped model, found in share/infinipot_ros/models through AMENT_PREFIX_PATH
+    # the default model: the shipped one (share/infinipot_ros/models; the venv prefix is searched first)
     node = subprocess.Popen([str(exe), "--ros-args", "-p", "cameras:=['/colcon/image_raw']",
                              "-p", "sample_rate_hz:=0.0", "-p", "budget_tokens:=64", "-p", "stats_period_s:=0.2"],
                             cwd=tmp_path, env={**env, **{k: v for k, v in harness.ros_env(domain).items()
