@@ -198,6 +198,7 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
         result.final_stats = {"compressions": int(msg.compressions), "tokens_evicted": int(msg.tokens_evicted),
                               "mean_compression_s": float(msg.mean_compression_s),
                               "total_compression_s": float(msg.mean_compression_s) * int(msg.compressions)}
+        result.frames_received = int(msg.frames_received)
         result.frames_sampled = int(msg.frames_sampled)
         result.frames_rejected = int(msg.frames_rejected)
 

@@ -100,6 +100,8 @@ def merge_runs(runs: list[RunResult]) -> RunResult:
         answers=sorted((a for r in runs for a in r.answers), key=lambda a: a.time),
         cap_bytes=None if None in caps else sum(caps), messages=sum(r.messages for r in runs),
         frames_sampled=sampled, frames_rejected=sum(r.frames_rejected for r in runs), final_stats=stats,
+        frames_received=None if all(r.frames_received is None for r in runs)
+        else sum(r.messages if r.frames_received is None else r.frames_received for r in runs),
         wall_s=sum(r.wall_s for r in runs), ingest_ms_per_frame=ingest)
 
 
