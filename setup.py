@@ -49,6 +49,7 @@ setup(
             "infinipot-eval-suite = infinipot_eval.suite:main",
             "infinipot_bag_player = infinipot_eval.bag_player:main",
             "infinipot-stress = infinipot_eval.stress:main",
+            "infinipot-bag-from-media = infinipot_eval.bag_from_media:main",
         ]
     },
 )

@@ -7,10 +7,12 @@ docs/evaluation.md). Messages are published exactly as recorded: the raw CDR byt
 deserialised with rclpy's own message classes, so header stamps and data are untouched, and the time
 between messages is the recorded receive-time difference divided by `rate`.
 
-QoS: the publisher is RELIABLE, KEEP_LAST 10. The node subscribes with `qos_profile_sensor_data`
-(BEST_EFFORT, KEEP_LAST 5); a reliable offer satisfies a best-effort request, so they match, and the link
-then runs best effort: a burst of more than 5 messages the node has not taken yet can lose frames. The
-real-time player relies on the recorded pacing; the lockstep driver (live.py) paces on the node's counters.
+QoS (`image_qos`, the same kinds as the node's `image_qos` parameter): `reliable` (default) publishes
+RELIABLE, KEEP_LAST 10; it matches both a reliable node subscription (every message arrives: replays and
+lockstep) and the node's default `sensor_data` one (BEST_EFFORT, KEEP_LAST 5), where the link then runs best
+effort and a burst of large frames can be lost in transport. `sensor_data` publishes as a camera driver
+does (`qos_profile_sensor_data`); it matches only a best-effort subscription. The real-time player relies
+on the recorded pacing; the lockstep driver (live.py) paces on the node's counters.
 """
 from __future__ import annotations
 
@@ -29,12 +31,15 @@ __all__ = ["BagPlayer", "main"]
 class BagPlayer:
     """Publishes image topics of one bag on `node`, paced by the recorded timing scaled by `rate`."""
 
-    def __init__(self, node, bag_dir: str | Path, topics: list[str] | None = None, rate: float = 1.0) -> None:
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+    def __init__(self, node, bag_dir: str | Path, topics: list[str] | None = None, rate: float = 1.0, *,
+                 image_qos: str = "reliable") -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
 
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
+        if image_qos not in ("reliable", "sensor_data"):
+            raise ValueError(f"image_qos must be reliable or sensor_data, got {image_qos!r}")
         self.bag_dir = Path(bag_dir)
         available = {t.topic: t.msgtype for t in list_image_topics(self.bag_dir)}
         self.topics = topics or sorted(available)
@@ -42,7 +47,8 @@ class BagPlayer:
         if missing:
             raise BagError(f"{self.bag_dir}: no image topic(s) {missing} (image topics: {sorted(available)})")
         self.rate = rate
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # matches best-effort subscribers too
+        qos = (QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE) if image_qos == "reliable"
+               else qos_profile_sensor_data)  # reliable matches best-effort subscribers too
         classes = {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage}
         self._classes = {t: classes[available[t]] for t in self.topics}
         self._pubs = {t: node.create_publisher(self._classes[t], t, qos) for t in self.topics}
@@ -100,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     parser.add_argument("--topic", action="append", help="image topic to play (repeatable; default: all)")
     parser.add_argument("--loop", action="store_true", help="play again and again until interrupted")
+    parser.add_argument("--image-qos", choices=("reliable", "sensor_data"), default="reliable",
+                        help="publisher QoS (reliable also reaches best-effort subscribers)")
     args, ros_args = parser.parse_known_args(argv)
 
     import rclpy
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=ros_args)
     node = rclpy.create_node("infinipot_bag_player")
     try:
-        player = BagPlayer(node, args.bag, args.topic, args.rate)
+        player = BagPlayer(node, args.bag, args.topic, args.rate, image_qos=args.image_qos)
         node.get_logger().info(f"playing {args.bag} topics {player.topics} at rate {args.rate}")
         while True:
             player.play()

@@ -26,7 +26,9 @@ __all__ = [
     "typestore",
     "make_image_msg",
     "make_compressed_msg",
+    "compressed_msg_from_bytes",
     "write_bag",
+    "write_messages",
     "list_image_topics",
     "iter_image_messages",
 ]
@@ -91,8 +93,13 @@ def make_compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera"
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
+    return compressed_msg_from_bytes(buf.tobytes(), JPEG_FORMAT, stamp_ns, frame_id)
+
+
+def compressed_msg_from_bytes(payload: bytes, fmt: str, stamp_ns: int, frame_id: str = "camera") -> Any:
+    """A `sensor_msgs/msg/CompressedImage` carrying `payload` unchanged (e.g. a JPEG file's bytes)."""
     return typestore().types[COMPRESSED_TYPE](
-        header=_header(stamp_ns, frame_id), format=JPEG_FORMAT, data=np.asarray(buf, dtype=np.uint8).reshape(-1),
+        header=_header(stamp_ns, frame_id), format=fmt, data=np.frombuffer(payload, dtype=np.uint8).copy(),
     )
 
 
@@ -104,19 +111,25 @@ def write_bag(out_dir: str | Path, frames: Iterable[tuple[int, np.ndarray]], *, 
     Frames are consumed lazily (an hour of video never sits in memory). The receive timestamp equals the
     header stamp, as if recorded with no transport delay. `out_dir` must not exist yet (rosbag2 rule).
     """
+    msgs = ((stamp_ns, make_compressed_msg(rgb, stamp_ns, frame_id, jpeg_quality) if compressed
+             else make_image_msg(rgb, stamp_ns, frame_id)) for stamp_ns, rgb in frames)
+    return write_messages(out_dir, msgs, topic=topic, msgtype=COMPRESSED_TYPE if compressed else IMAGE_TYPE,
+                          storage=storage)
+
+
+def write_messages(out_dir: str | Path, msgs: Iterable[tuple[int, Any]], *, topic: str, msgtype: str,
+                   storage: str = "mcap") -> int:
+    """Write (receive stamp_ns, message) pairs of one topic into a new rosbag2 directory; returns the count."""
     if storage not in _STORAGES:
         raise BagError(f"unknown storage {storage!r}; use one of {sorted(_STORAGES)}")
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BagError(f"{out_dir} exists; rosbag2 writes into a new directory")
-    msgtype = COMPRESSED_TYPE if compressed else IMAGE_TYPE
     store = typestore()
     count = 0
     with Writer(out_dir, version=9, storage_plugin=_STORAGES[storage]) as writer:
         conn = writer.add_connection(topic, msgtype, typestore=store)
-        for stamp_ns, rgb in frames:
-            msg = (make_compressed_msg(rgb, stamp_ns, frame_id, jpeg_quality) if compressed
-                   else make_image_msg(rgb, stamp_ns, frame_id))
+        for stamp_ns, msg in msgs:
             writer.write(conn, int(stamp_ns), store.serialize_cdr(msg, msgtype))
             count += 1
     return count

@@ -5,6 +5,7 @@
                    [--max-new-tokens 16] [--topic /camera/image_raw] [--record-every 1]
     infinipot-eval --live ... [--rate 1.0]   # same, but through the ROS node and /ask_video (live.py)
     infinipot-eval --live --lockstep ...     # live, paced by the node: the offline answers, exactly
+    infinipot-eval --live --image-qos reliable ...   # the node's camera QoS (and the player's)
 
 "full" runs once, uncapped (budget null); every other policy runs once per budget. Writes OUT/report.json,
 OUT/report.md, OUT/kv_memory.png and OUT/accuracy_vs_budget.png (see docs/evaluation.md).
@@ -21,9 +22,10 @@ from tqdm import tqdm
 
 from infinipot.shipped import DEFAULT_MODEL  # the node's default: the shipped trained model
 
-from .bagio import BagError, list_image_topics
+from .bagio import BagError
 from .questions import QuestionFileError, QuestionSet, load_questions
 from .report import write_report
+from .topics import combined_entry, plan_topics
 
 __all__ = ["main", "evaluate_offline", "parse_list"]
 
@@ -37,42 +39,41 @@ def parse_list(text: str, convert=str) -> list:
     return [convert(item.strip()) for item in text.split(",") if item.strip()]
 
 
-def _topic(qset: QuestionSet, bag: Path, requested: str | None) -> tuple[str, int]:
-    topics = {t.topic: t.count for t in list_image_topics(bag)}
-    topic = requested or qset.bag.topic
-    if topic not in topics:
-        raise BagError(f"{bag}: no image topic {topic!r} (image topics: {sorted(topics)})")
-    return topic, topics[topic]
-
-
 def evaluate_offline(bag: str | Path, qset: QuestionSet, *, policies: list[str], budgets: list[int],
                      model: str = DEFAULT_MODEL, topic: str | None = None, sample_hz: float = 2.0,
                      max_new_tokens: int = 16, record_every: int = 1, dtype: str = "float32", device: str = "cpu",
                      progress: bool = True, adapter: Any = None) -> list[dict[str, Any]]:
-    """Run every policy × budget offline and return the report entries (one adapter, a fresh session each)."""
+    """Run every policy × budget offline and return the report entries (one adapter, a fresh session each).
+
+    Every topic of the question file is replayed into a memory of its own (as the node keeps one per
+    camera) and scored into the same entry (`topics.combined_entry`); `topic` replays only that one."""
     from infinipot.adapters.loading import load_adapter
 
-    from .replay import replay, run_specs, summarise
+    from .replay import replay, run_specs
 
     bag = Path(bag)
-    topic, count = _topic(qset, bag, topic)
+    plan = plan_topics(qset, bag, topic)
     specs = run_specs(policies, budgets)
     if adapter is None:
         adapter = load_adapter(model, dtype=dtype, device=device)
     results = []
     for spec in specs:
-        bar = tqdm(total=count, desc=spec.label, unit="msg", file=sys.stderr, disable=not progress, leave=False)
-        try:
-            run = replay(bag, topic, qset.questions, adapter, spec, sample_hz=sample_hz,
-                         max_new_tokens=max_new_tokens, record_every=record_every, on_message=bar.update)
-        finally:
-            bar.close()
-        summary = summarise(run)
+        runs = {}
+        for topic_name, count in plan.topics.items():
+            desc = spec.label if len(plan.topics) == 1 else f"{spec.label} {topic_name}"
+            bar = tqdm(total=count, desc=desc, unit="msg", file=sys.stderr, disable=not progress, leave=False)
+            try:
+                runs[topic_name] = replay(bag, topic_name, qset.questions, adapter, spec, sample_hz=sample_hz,
+                                          max_new_tokens=max_new_tokens, record_every=record_every,
+                                          on_message=bar.update)
+            finally:
+                bar.close()
+        summary = combined_entry(runs, qset.questions)
         results.append(summary)
         if progress:
             acc = summary["accuracy"]
             print(f"{spec.label}: accuracy {'–' if acc is None else f'{acc:.2f}'} over {summary['n_questions']} "
-                  f"questions, peak KV {summary['peak_kv_bytes']} B, {run.wall_s:.1f} s", file=sys.stderr)
+                  f"questions, peak KV {summary['peak_kv_bytes']} B, {summary['wall_s']:.1f} s", file=sys.stderr)
     return results
 
 
@@ -90,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--sample-hz", type=float, default=2.0, help="frames per second of stream time given to the model")
     p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--topic", help="camera topic (default: the question file's bag.topic)")
+    p.add_argument("--topic", help="replay only this camera topic (default: every topic the questions name; "
+                                   "questions for other topics are skipped, named in a warning and the report)")
     p.add_argument("--record-every", type=int, default=1, help="record memory every k-th sampled frame")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--live", action="store_true", help="replay through the ROS node and /ask_video instead")
@@ -98,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep", action="store_true",
                    help="--live: pace playback by the node and pause it for each question (no frame lost; "
                         "answers equal the offline replay's with a deterministic model)")
+    p.add_argument("--image-qos", choices=("sensor_data", "reliable"), default=None,
+                   help="--live: the node's image_qos parameter, also the bag player's publisher QoS "
+                        "(default: reliable with --lockstep, which must not lose a frame; sensor_data, the "
+                        "robot's best-effort default, in real time)")
     return p
 
 
@@ -106,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.lockstep and not args.live:
         parser.error("--lockstep needs --live")
+    if args.image_qos and not args.live:
+        parser.error("--image-qos needs --live")
     try:
         qset = load_questions(args.questions or args.bag / "questions.yaml")
+        plan = plan_topics(qset, args.bag, args.topic)
+        if plan.warning():
+            print(f"infinipot-eval: warning: {plan.warning()}", file=sys.stderr)
         policies = parse_list(args.policy)
         budgets = parse_list(args.budget, int)
         common = dict(policies=policies, budgets=budgets, model=args.model, topic=args.topic,
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 results = evaluate_live(args.bag, qset, rate=args.rate, lockstep=args.lockstep, dtype=args.dtype,
-                                        device=args.device, **common)
+                                        device=args.device, image_qos=args.image_qos, **common)
             except (LiveError, LockstepError) as exc:
                 print(f"infinipot-eval: live replay failed: {exc}", file=sys.stderr)
                 return 1
@@ -129,10 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mode = ("live-lockstep" if args.lockstep else "live") if args.live else "offline"
     meta = {"mode": mode, "bag": str(args.bag), "model": args.model,
-            "sample_hz": args.sample_hz, "max_new_tokens": args.max_new_tokens}
+            "sample_hz": args.sample_hz, "max_new_tokens": args.max_new_tokens, "topics": list(plan.topics)}
+    if args.live:
+        from .live import default_image_qos
+
+        meta["image_qos"] = args.image_qos or default_image_qos(args.lockstep)
     if args.report is None:
         args.report = Path(args.bag) / "report"
-    paths = write_report(results, args.report, meta)
+    paths = write_report(results, args.report, meta, extra={"skipped_questions": plan.skipped})
     print(f"wrote {paths['json']}, {paths['md']} and plots in {args.report}")
     return 0
 

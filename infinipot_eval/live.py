@@ -34,11 +34,11 @@ from typing import Any, Callable
 
 import psutil
 
-from .bagio import list_image_topics
 from .lockstep import LockstepError, NodeMonitor
 from .questions import Question, QuestionSet
-from .replay import AnswerRecord, NodeFrameSteps, RunResult, RunSpec, StepRecord, run_specs, summarise
+from .replay import AnswerRecord, NodeFrameSteps, RunResult, RunSpec, StepRecord, run_specs
 from .scoring import is_correct
+from .topics import combined_entry, plan_topics
 
 __all__ = ["LiveError", "LockstepError", "node_command", "run_live", "evaluate_live"]
 
@@ -47,6 +47,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCKSTEP_STATS_PERIOD_S = 0.05
 #: lockstep lets the player run this many sampled frames ahead of the worker (none is ever dropped)
 LOCKSTEP_QUEUE_SIZE = 16
+#: camera QoS kinds (the node's `image_qos` parameter; the bag player publishes with the same kind)
+IMAGE_QOS_KINDS = ("sensor_data", "reliable")
+
+
+def default_image_qos(lockstep: bool) -> str:
+    """Lockstep promises that no frame is lost, which only a reliable link can keep: on best effort a burst
+    of large frames (raw 640x480 is 900 KB each) may never arrive, and lockstep then waits for it in vain.
+    Real time keeps the robot's default (sensor data, best effort), so its losses are the robot's."""
+    return "reliable" if lockstep else "sensor_data"
 
 
 class LiveError(RuntimeError):
@@ -55,13 +64,13 @@ class LiveError(RuntimeError):
 
 def node_command(spec: RunSpec, *, topic: str, model: str, sample_hz: float, max_new_tokens: int,
                  stats_period_s: float = 0.25, queue_size: int | None = None, dtype: str = "float32",
-                 device: str = "cpu") -> list[str]:
+                 device: str = "cpu", image_qos: str = "sensor_data") -> list[str]:
     """The node's command line for one run (parameters as `--ros-args -p name:=value`)."""
     params: dict[str, Any] = {
         "model": model, "cameras": f"['{topic}']", "policy": spec.policy,
         "budget_tokens": 0 if spec.budget is None else spec.budget, "budget_mb": 0.0,
         "sample_rate_hz": float(sample_hz), "max_answer_tokens": int(max_new_tokens),
-        "stats_period_s": float(stats_period_s), "dtype": dtype, "device": device,
+        "stats_period_s": float(stats_period_s), "dtype": dtype, "device": device, "image_qos": image_qos,
     }
     if queue_size is not None:
         params["queue_size"] = int(queue_size)
@@ -130,7 +139,8 @@ def _ingest_ms_per_frame(worker: dict[str, str], answer_s: float, frames: int) -
 def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSpec, *, model: str,
              sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0, lockstep: bool = False,
              startup_timeout_s: float = 120.0, answer_timeout_s: float = 60.0, sync_timeout_s: float = 60.0,
-             domain_id: int | None = None, dtype: str = "float32", device: str = "cpu") -> RunResult:
+             domain_id: int | None = None, dtype: str = "float32", device: str = "cpu",
+             image_qos: str | None = None) -> RunResult:
     """One live run: start the node, play the bag, ask the questions, collect answers and cache stats.
 
     Real time (default): the bag is played with its timing × `rate` and questions are sent without pausing
@@ -139,6 +149,7 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
     `LockstepError` otherwise), and before a question playback pauses until the node has added every frame
     it sampled so far to its memory; the question is answered before playback resumes. With a
     deterministic model the answers then equal the offline replay's (`replay.replay`).
+    `image_qos`: the node's camera QoS and the player's (None = `default_image_qos(lockstep)`).
     """
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -150,9 +161,12 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
     from .bag_player import BagPlayer
 
     domain = _domain_id() if domain_id is None else domain_id
+    image_qos = default_image_qos(lockstep) if image_qos is None else image_qos
+    if image_qos not in IMAGE_QOS_KINDS:
+        raise ValueError(f"image_qos must be one of {IMAGE_QOS_KINDS}, got {image_qos!r}")
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     cmd = node_command(spec, topic=topic, model=model, sample_hz=sample_hz, max_new_tokens=max_new_tokens,
-                       dtype=dtype, device=device,
+                       dtype=dtype, device=device, image_qos=image_qos,
                        stats_period_s=LOCKSTEP_STATS_PERIOD_S if lockstep else 0.25,
                        queue_size=LOCKSTEP_QUEUE_SIZE if lockstep else None)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -184,6 +198,7 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
         result.final_stats = {"compressions": int(msg.compressions), "tokens_evicted": int(msg.tokens_evicted),
                               "mean_compression_s": float(msg.mean_compression_s),
                               "total_compression_s": float(msg.mean_compression_s) * int(msg.compressions)}
+        result.frames_received = int(msg.frames_received)
         result.frames_sampled = int(msg.frames_sampled)
         result.frames_rejected = int(msg.frames_rejected)
 
@@ -209,6 +224,10 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
         while pending and pending[0].time < stream_s:
             asked.append(send(pending.pop(0), stream_s))
 
+    def ask_rest() -> None:  # after the last message: the stream clock stays at that message's time
+        while pending:
+            asked.append(send(pending.pop(0), stream_now[0]))
+
     def ask_in_lockstep(stream_s: float) -> None:  # pause: catch up, ask, wait for the answer
         if not (pending and pending[0].time < stream_s):
             return
@@ -229,7 +248,7 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise LiveError(f"node did not offer /ask_video (exit code {proc.poll()}):\n"
                                 f"{_drain(proc)}")
-        player = BagPlayer(node, bag, [topic], rate)
+        player = BagPlayer(node, bag, [topic], rate, image_qos=image_qos)
         # frames sent before the subscription matches, or before the model is loaded, would be lost
         if not player.wait_for_subscribers(max(deadline - time.monotonic(), 1.0)):
             raise LiveError(f"the node did not subscribe to {topic}")
@@ -247,7 +266,7 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
         else:
             result.messages = player.play(before_publish=ask_due)
             time.sleep(0.5)
-            ask_due(math.inf)
+            ask_rest()
             for a in asked:
                 collect(a)
         counters = monitor.counters
@@ -293,18 +312,22 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
 def evaluate_live(bag: str | Path, qset: QuestionSet, *, policies: list[str], budgets: list[int], model: str,
                   topic: str | None = None, sample_hz: float = 2.0, max_new_tokens: int = 16, rate: float = 1.0,
                   lockstep: bool = False, progress: bool = True, dtype: str = "float32",
-                  device: str = "cpu") -> list[dict[str, Any]]:
-    """Every policy × budget through the live node; report entries as in the offline evaluation."""
-    topic = topic or qset.bag.topic
-    known = {t.topic for t in list_image_topics(bag)}
-    if topic not in known:
-        raise ValueError(f"{bag}: no image topic {topic!r} (image topics: {sorted(known)})")
+                  device: str = "cpu", image_qos: str | None = None) -> list[dict[str, Any]]:
+    """Every policy × budget through the live node; report entries as in the offline evaluation.
+
+    Every topic of the question file (or only `topic`) is played to a node of its own, one after the other
+    (the node keeps an independent memory per camera, so this is what one node with all cameras remembers),
+    and scored into one entry per policy × budget (`topics.combined_entry`)."""
+    plan = plan_topics(qset, bag, topic)
     results = []
     for spec in run_specs(policies, budgets):
-        if progress:
-            print(f"live run {spec.label} ...", file=sys.stderr)
-        run = run_live(bag, topic, list(qset.questions), spec, model=model, sample_hz=sample_hz,
-                       dtype=dtype, device=device,
-                       max_new_tokens=max_new_tokens, rate=rate, lockstep=lockstep)
-        results.append(summarise(run))
+        runs = {}
+        for topic_name in plan.topics:
+            if progress:
+                print(f"live run {spec.label} {topic_name} ...", file=sys.stderr)
+            runs[topic_name] = run_live(bag, topic_name, list(qset.questions), spec, model=model,
+                                        sample_hz=sample_hz, dtype=dtype, device=device,
+                                        max_new_tokens=max_new_tokens, rate=rate, lockstep=lockstep,
+                                        image_qos=image_qos)
+        results.append(combined_entry(runs, qset.questions))
     return results

@@ -107,6 +107,8 @@ class RunResult:
     wall_s: float = 0.0
     #: mean ingest wall time per sampled frame when it is not measured per step (live runs); None = from steps
     ingest_ms_per_frame: float | None = None
+    #: messages that reached the node (live runs, from ~/cache_stats); None = every message (offline)
+    frames_received: int | None = None
 
 
 class NodeFrameSteps:
@@ -256,6 +258,7 @@ def summarise(result: RunResult, *, include_answers: bool = True) -> dict[str, A
         "mean_compression_ms": float(stats.get("mean_compression_s", 0.0)) * 1e3,
         "tokens_evicted": int(stats.get("tokens_evicted", 0)),
         "messages": result.messages,
+        "frames_received": result.messages if result.frames_received is None else result.frames_received,
         "frames_sampled": result.frames_sampled,
         "frames_rejected": result.frames_rejected,
         "stream_seconds": result.steps[-1].stream_s if result.steps else 0.0,

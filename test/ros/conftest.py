@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,11 +34,24 @@ def _load_shared_ros_client() -> type:
 RosClient = functools.partial(_load_shared_ros_client(), name="infinipot_test_client", qos=10, timeout=30.0)
 
 
+def copy_tracked_sources(dest: Path) -> None:
+    """The git-tracked files of the repo into `dest` (a package source folder for CMake / colcon builds).
+
+    Why a copy: CMake refuses include paths inside the source dir, and the venv lives inside the repo."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in files.splitlines():
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
 @pytest.fixture(scope="session")
 def harness() -> SimpleNamespace:
     # the node as a child process: the stress tool's own launcher, shared with test/reliability
     from infinipot_eval.stress import NodeProcess, ros_env
 
     return SimpleNamespace(
-        NodeProcess=NodeProcess, RosClient=RosClient, domain_id=domain_id, ros_env=ros_env, REPO=REPO
+        NodeProcess=NodeProcess, RosClient=RosClient, domain_id=domain_id, ros_env=ros_env, REPO=REPO,
+        copy_tracked_sources=copy_tracked_sources,
     )

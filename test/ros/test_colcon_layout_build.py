@@ -1,35 +1,22 @@
 """The full CMake build that `colcon build` runs on a ROS 2 install: interfaces + node + engine in one go.
 
-colcon is not available here, but the same CMakeLists.txt can be built with plain CMake against the venv
-(which the ROS wheels lay out like /opt/ros/<distro>). This checks that one package really installs the
-generated interfaces, the hand-written node merged into the same Python package, the engine, the
+The same CMakeLists.txt built with plain CMake against the venv (which the ROS wheels lay out like
+/opt/ros/<distro>); test_colcon_build.py runs the real `colcon build`. This checks that one package really
+installs the generated interfaces, the hand-written node merged into the same Python package, the engine, the
 executables for `ros2 run`/launch, and launch/config/models under share/.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _copy_tracked_sources(dest: Path) -> None:
-    # CMake refuses include paths inside the source dir, and the venv lives inside the repo: build a copy.
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for rel in files.splitlines():
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-
-
-def test_full_cmake_build_installs_interfaces_node_engine_and_share_files(tmp_path: Path) -> None:
+def test_full_cmake_build_installs_interfaces_node_engine_and_share_files(tmp_path: Path, harness) -> None:  # noqa: ANN001
     venv = Path(sys.prefix)
     src, build, install = tmp_path / "src", tmp_path / "build", tmp_path / "install"
-    _copy_tracked_sources(src)
+    harness.copy_tracked_sources(src)  # CMake refuses include paths inside the source dir (the venv)
     env = dict(os.environ, AMENT_PREFIX_PATH=str(venv))
     common = [f"-DCMAKE_PREFIX_PATH={venv}", f"-DCMAKE_INSTALL_PREFIX={install}",
               f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"]
