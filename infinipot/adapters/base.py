@@ -131,6 +131,14 @@ class VLMAdapter(ABC):
         `cache` (a transformers Cache); return logits (1, n, vocab), or only the last `logits_to_keep`
         rows when it is > 0 (prefill needs none, a question only the last: the lm_head is costly)."""
 
+    def attention_config(self) -> object:
+        """The config whose `_attn_implementation` the language model's attention layers read.
+
+        Why a hook: the evidence probe (infinipot/evidence.py) swaps the attention function of the language
+        model only, never the vision tower's. transformers' `get_decoder()` returns the text model for every
+        adapter here; an adapter whose model differs overrides this."""
+        return self.model.get_decoder().config
+
     def decode(self, token_ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
