@@ -28,7 +28,7 @@ from .reference import reference_select
 from .selection import build_context, select_keep_indices
 from .session import SessionConfig, StreamingSession
 
-__all__ = ["main", "run_benchmark", "bench_stream", "scorer_speed_ratio", "default_budget_tokens"]
+__all__ = ["main", "run_benchmark", "bench_stream", "scorer_speed_ratio", "default_budget_tokens", "evidence_cost"]
 
 QUESTION = "what colour was the first cube?"
 #: default threshold |M| in temporal frames' worth of tokens (the paper's Qwen2-VL scripts use 16)
@@ -122,6 +122,26 @@ def scorer_speed_ratio(adapter: VLMAdapter, frame_pool: Sequence[np.ndarray], te
     return slow / fast
 
 
+def evidence_cost(adapter: VLMAdapter, frame_pool: Sequence[np.ndarray], frames: int = 64,
+                  answer_tokens: int = 8, repeats: int = 15) -> dict[str, float]:
+    """Answer latency with and without evidence on the same full-cache session (best of `repeats`).
+
+    Both arms run the same answer on the same cache, interleaved so that load from other processes hits
+    both alike; "off" asks with max_evidence=0, which records nothing (the probe then only calls the
+    wrapped attention). The extra is the per-answer cost of the evidence."""
+    session = StreamingSession(adapter, SessionConfig(policy="full", max_new_tokens=answer_tokens))
+    for i in range(frames):
+        session.add_frame(frame_pool[i % len(frame_pool)], stamp=i * 0.5)
+    best = {0: math.inf, None: math.inf}
+    session.ask(QUESTION)  # warm-up
+    for _ in range(repeats):
+        for max_evidence in best:
+            best[max_evidence] = min(best[max_evidence], session.ask(QUESTION, max_evidence=max_evidence).latency_s)
+    off, on = best[0] * 1e3, best[None] * 1e3
+    return {"tokens_held": session.store.length, "answer_ms_off": off, "answer_ms_on": on,
+            "extra_ms": on - off, "extra_share": (on - off) / off if off else 0.0}
+
+
 def run_benchmark(
     model: str,
     frames: Sequence[int],
@@ -141,6 +161,7 @@ def run_benchmark(
         "budget_tokens": budget,
         "runs": runs,
         "scorer_speed_ratio_fast_over_reference": scorer_speed_ratio(adapter, pool),
+        "evidence_cost": evidence_cost(adapter, pool, frames=max(frames)),
     }
 
 
@@ -156,6 +177,9 @@ def _table(result: dict[str, object]) -> str:
             f"{run['ttft_ms']:>9.2f}{run['peak_rss_bytes'] / 2**20:>9.0f}"
         )
     lines.append(f"selection speed: fast is {result['scorer_speed_ratio_fast_over_reference']:.1f}x the reference")
+    cost = result["evidence_cost"]
+    lines.append(f"answer evidence: +{cost['extra_ms']:.2f} ms per answer ({cost['extra_share']:+.1%} of "  # type: ignore[index]
+                 f"{cost['answer_ms_off']:.2f} ms) at {cost['tokens_held']} held tokens")  # type: ignore[index]
     return "\n".join(lines)
 
 

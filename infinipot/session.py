@@ -31,8 +31,10 @@ import torch
 from .adapters.base import VLMAdapter
 from .adapters.preprocessing import validate_frame
 from .budget import CacheBudget, resolve_budget
+from .evidence import AttentionRecorder, EvidenceFrame, frame_weights, install_probe, recording, select_layers, top_evidence
 from .errors import BudgetError, FrameError, QuestionError, SessionStateError
 from .kv_store import FixedKVStore
+from .memory_map import HeldFrame, held_frames
 from .persistence import SessionCheckpoint, read_checkpoint, write_checkpoint
 from .policies import make_policy
 from .selection import CompressionReport, compress_store
@@ -43,6 +45,8 @@ __all__ = [
     "SessionStats",
     "StreamingSession",
     "CompressionListener",
+    "EvidenceFrame",
+    "HeldFrame",
     "save_session",
     "load_session",
 ]
@@ -60,6 +64,10 @@ class SessionConfig:
     of the whole store in MiB (give at most one; neither = uncapped). target_ratio: |C| / |M|.
     recent_ratio, tar_share, van_pooling: policy settings (see infinipot/policies.py).
     max_question_tokens, max_new_tokens: size the store's reserve; longer questions are rejected.
+    evidence: record which held frames each answer attends to (`Answer.evidence`, infinipot/evidence.py);
+    off = no probe installed and no cost. max_evidence: default length of that list. evidence_layers:
+    the layers whose attention is summed ("all", "upper" half, "last"). evidence_tokens: how many answer
+    tokens' attention rows are summed (1 = the first, which chose the answer; 0 = all of them).
     """
 
     policy: str = "infinipot"
@@ -72,6 +80,10 @@ class SessionConfig:
     max_question_tokens: int = 64
     max_new_tokens: int = 32
     max_question_chars: int = 1000
+    evidence: bool = True
+    max_evidence: int = 5
+    evidence_layers: str = "all"
+    evidence_tokens: int = 1
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,7 +91,10 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class Answer:
-    """One answer. memory_start / memory_end: stream seconds of the oldest / newest frame still held."""
+    """One answer. memory_start / memory_end: stream seconds of the oldest / newest frame still held.
+
+    evidence: the held frames the answer drew on most, strongest first, with their share of the answer's
+    attention over visual tokens (empty when evidence is off); see infinipot/evidence.py."""
 
     text: str
     latency_s: float  # question in -> last token out
@@ -88,6 +103,7 @@ class Answer:
     new_tokens: int  # generated tokens, the end-of-answer token included
     memory_start: float | None
     memory_end: float | None
+    evidence: tuple[EvidenceFrame, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,12 @@ class StreamingSession:
         for name in ("max_question_tokens", "max_new_tokens", "max_question_chars"):
             if int(getattr(cfg, name)) < 1:
                 raise BudgetError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        if int(cfg.max_evidence) < 0 or int(cfg.evidence_tokens) < 0:
+            raise BudgetError(f"max_evidence and evidence_tokens must be >= 0, got {cfg.max_evidence}, "
+                              f"{cfg.evidence_tokens}")
+        self._evidence_layers = select_layers(cfg.evidence_layers, adapter.geometry.num_layers)
+        if cfg.evidence:
+            install_probe(adapter.attention_config())
         self.policy = make_policy(
             cfg.policy, recent_ratio=cfg.recent_ratio, tar_share=cfg.tar_share, van_pooling=cfg.van_pooling
         )
@@ -313,13 +335,17 @@ class StreamingSession:
             )
         return ids
 
-    def ask(self, question: str, max_new_tokens: int | None = None) -> Answer:
+    def ask(self, question: str, max_new_tokens: int | None = None, max_evidence: int | None = None) -> Answer:
         """Answer `question` greedily from the current cache, then roll the cache back bit-identically.
 
-        Pending (not yet encoded) frames stay pending. Raises QuestionError for a bad question and
-        SessionStateError before the first block of frames has been ingested.
+        Pending (not yet encoded) frames stay pending. `max_evidence`: length of `Answer.evidence`
+        (None = the config's; more than the held frames gives all of them). Raises QuestionError for a bad
+        question and SessionStateError before the first block of frames has been ingested.
         """
         budget_new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+        n_evidence = self.config.max_evidence if max_evidence is None else max_evidence
+        if isinstance(n_evidence, bool) or not isinstance(n_evidence, int) or n_evidence < 0:
+            raise QuestionError(f"max_evidence must be an integer >= 0, got {max_evidence!r}")
         ids = self._question_ids(question, budget_new)
         c = self._counters
         if c.next_frame_id == 0:
@@ -332,8 +358,10 @@ class StreamingSession:
         generated: list[int] = []
         position, token = c.next_position, c.next_token
         store_next_token = self.store.next_token_index
+        recorder = (AttentionRecorder(self._evidence_layers, self.config.evidence_tokens)
+                    if self.config.evidence and n_evidence else None)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), recording(recorder):
                 step_ids = torch.tensor(ids, dtype=torch.long)
                 ttft = 0.0
                 while True:
@@ -353,6 +381,10 @@ class StreamingSession:
                     step_ids = torch.tensor([next_id], dtype=torch.long)
         finally:
             self.store.truncate(length, next_token_index=store_next_token)
+        evidence: tuple[EvidenceFrame, ...] = ()
+        if recorder is not None:
+            weights = frame_weights(recorder, self.store, length)
+            evidence = top_evidence(weights, c.frame_stamps, n_evidence)
         memory_start, memory_end = self._memory_span()
         return Answer(
             text=self.adapter.decode([t for t in generated if t not in eos]),
@@ -362,6 +394,7 @@ class StreamingSession:
             new_tokens=len(generated),
             memory_start=memory_start,
             memory_end=memory_end,
+            evidence=evidence,
         )
 
     # ------------------------------------------------------------------ state
@@ -370,6 +403,10 @@ class StreamingSession:
         if not stamps:
             return None, None
         return stamps[next(iter(stamps))][0], stamps[next(reversed(stamps))][1]
+
+    def held_frames(self) -> tuple[HeldFrame, ...]:
+        """Each temporal frame still held (oldest first): its stream-time span and the tokens kept of it."""
+        return held_frames(self.store, self._counters.frame_stamps)
 
     def add_compression_listener(self, callback: CompressionListener) -> None:
         """Call `callback(session, report)` after every compression pass (e.g. to log what survived)."""

@@ -37,7 +37,7 @@ import psutil
 from .lockstep import LockstepError, NodeMonitor
 from .questions import Question, QuestionSet
 from .replay import AnswerRecord, NodeFrameSteps, RunResult, RunSpec, StepRecord, run_specs
-from .scoring import is_correct
+from .scoring import evidence_hit, score
 from .topics import combined_entry, plan_topics
 
 __all__ = ["LiveError", "LockstepError", "node_command", "run_live", "evaluate_live"]
@@ -102,8 +102,12 @@ class _Asked:
     future: Any
 
 
-def _record(asked: _Asked, timeout_s: float, first_stamp: float | None) -> tuple[AnswerRecord, float]:
-    """Wait for one reply and score it; also returns the reply's latency_s (0 without a reply)."""
+def _record(asked: _Asked, timeout_s: float, first_stamp: float | None,
+            period: float = 0.5) -> tuple[AnswerRecord, float]:
+    """Wait for one reply and score it; also returns the reply's latency_s (0 without a reply).
+
+    The reply's evidence carries only each frame's start stamp, so a frame counts as [start, start]; the
+    one-period slack of `evidence_hit` (`period`, seconds between sampled frames) covers the rest of it."""
     q, end = asked.question, time.monotonic() + timeout_s
     while not asked.future.done() and time.monotonic() < end:
         time.sleep(0.01)
@@ -112,10 +116,14 @@ def _record(asked: _Asked, timeout_s: float, first_stamp: float | None) -> tuple
         err = "timeout" if resp is None else resp.error_message
         return (AnswerRecord(q.id, q.question, q.time, asked.asked_at_s, q.tags, q.reference, "", False, None,
                              None, None, None, None, error=err), 0.0 if resp is None else float(resp.latency_s))
+    starts = [_stream(t, first_stamp) for t in resp.evidence_stamps]
+    evidence = tuple((s, s, float(w)) for s, w in zip(starts, resp.evidence_weights) if s is not None)
+    hit = evidence_hit(q, evidence, period)
     return (AnswerRecord(q.id, q.question, q.time, asked.asked_at_s, q.tags, q.reference, resp.answer,
-                         is_correct(q, resp.answer), resp.time_to_first_token_s * 1e3, resp.latency_s * 1e3,
+                         score(q, resp.answer, hit), resp.time_to_first_token_s * 1e3, resp.latency_s * 1e3,
                          int(resp.tokens_used), _stream(resp.memory_start, first_stamp),
-                         _stream(resp.memory_end, first_stamp)), float(resp.latency_s))
+                         _stream(resp.memory_end, first_stamp), evidence=evidence, evidence_hit=hit),
+            float(resp.latency_s))
 
 
 def _ingest_ms_per_frame(worker: dict[str, str], answer_s: float, frames: int) -> float | None:
@@ -215,7 +223,7 @@ def run_live(bag: str | Path, topic: str, questions: list[Question], spec: RunSp
         return _Asked(q, at, client.call_async(req))
 
     def collect(a: _Asked) -> None:
-        record, latency = _record(a, answer_timeout_s, player.first_stamp)
+        record, latency = _record(a, answer_timeout_s, player.first_stamp, 1.0 / sample_hz if sample_hz > 0 else 0.0)
         result.answers.append(record)
         answer_s[0] += latency
 

@@ -14,6 +14,10 @@ Kinds (the first tag):
   alone when the colours differ.
 - `count`: "How many objects did you see?" / "How many balls did you see?" → a number (digits; number
   words are normalised by scoring.py), `0` also as `none`.
+- `when`: "When did you see the red cube?" about a pair seen exactly once so far → its span as text
+  (`12.3-16.8 s`, for reports); scored on the answer's evidence frames, not the text (scoring.py), since
+  the built-in model does not speak times. Not in `KINDS` (the text-scored kinds training and
+  infinipot-model-eval use); the evaluation's default is `ALL_KINDS`.
 
 Range tag: a question needs `evidence`, the stream-time spans of the events its answer depends on (for a
 "no" and for counts: every event so far). It is `long_range` when the oldest needed event ended more than
@@ -30,10 +34,12 @@ import numpy as np
 from .questions import BagInfo, Question, QuestionSet
 from .world import Event, World
 
-__all__ = ["KINDS", "DEFAULT_WINDOW_SECONDS", "window_seconds_for", "checkpoint_times", "make_questions",
+__all__ = ["KINDS", "ALL_KINDS", "DEFAULT_WINDOW_SECONDS", "window_seconds_for", "checkpoint_times", "make_questions",
            "make_question_set", "with_article", "colour_question"]
 
 KINDS: tuple[str, ...] = ("colour", "presence", "order", "count")
+#: every kind the generator knows; "when" is scored on evidence (see the module docstring)
+ALL_KINDS: tuple[str, ...] = KINDS + ("when",)
 
 #: reference budget 256 tokens, 16 visual tokens per frame, frames sampled at 2 Hz → 256 / (16·2) = 8 s
 DEFAULT_WINDOW_SECONDS = 8.0
@@ -150,6 +156,14 @@ def _count(ctx: _Ctx, state: dict) -> tuple[str, tuple[str, ...], tuple[Event, .
     return text, answers, ctx.past
 
 
+def _when(ctx: _Ctx, _state: dict) -> tuple[str, tuple[str, ...], tuple[Event, ...]] | None:
+    candidates = ctx.unique_names()
+    if not candidates:
+        return None
+    event = candidates[int(ctx.rng.integers(len(candidates)))]
+    return f"When did you see the {event.name}?", (f"{event.start:.1f}-{event.end:.1f} s",), (event,)
+
+
 def _spans(evidence: tuple[Event, ...], max_spans: int = 4) -> tuple[tuple[float, float], ...]:
     """Evidence spans for the file: one per event, or one covering span when many events are needed
     (keeps whole-history questions of hour-long bags small; the range tag is computed from the events)."""
@@ -158,11 +172,11 @@ def _spans(evidence: tuple[Event, ...], max_spans: int = 4) -> tuple[tuple[float
     return tuple((e.start, e.end) for e in evidence)
 
 
-_GENERATORS = {"colour": _colour, "presence": _presence, "order": _order, "count": _count}
+_GENERATORS = {"colour": _colour, "presence": _presence, "order": _order, "count": _count, "when": _when}
 
 
 def make_questions(world: World, *, window_seconds: float = DEFAULT_WINDOW_SECONDS, topic: str = "/camera/image_raw",
-                   per_checkpoint: int = 2, max_questions: int | None = None, kinds: tuple[str, ...] = KINDS,
+                   per_checkpoint: int = 2, max_questions: int | None = None, kinds: tuple[str, ...] = ALL_KINDS,
                    times: list[float] | None = None, seed: int | None = None) -> list[Question]:
     """Questions about `world`, asked at `times` (default: one quiet moment after each event).
 
@@ -173,7 +187,7 @@ def make_questions(world: World, *, window_seconds: float = DEFAULT_WINDOW_SECON
     """
     unknown = [k for k in kinds if k not in _GENERATORS]
     if unknown or not kinds:
-        raise ValueError(f"unknown question kinds {unknown}; known: {KINDS}")
+        raise ValueError(f"unknown question kinds {unknown}; known: {ALL_KINDS}")
     rng = np.random.default_rng([world.seed if seed is None else seed, 0x51])
     ask_times = sorted(times) if times is not None else checkpoint_times(world, rng)
     if max_questions is not None and per_checkpoint > 0:

@@ -27,10 +27,10 @@ from infinipot.sampling import FrameSampler
 
 from .bagio import iter_image_messages
 from .questions import Question
-from .scoring import is_correct
+from .scoring import evidence_hit, score
 
 __all__ = ["ReplayError", "RunSpec", "StepRecord", "AnswerRecord", "RunResult", "NodeFrameSteps", "run_specs",
-           "replay", "summarise"]
+           "replay", "summarise", "evidence_hit_rates"]
 
 
 class ReplayError(RuntimeError):
@@ -92,6 +92,11 @@ class AnswerRecord:
     memory_start: float | None
     memory_end: float | None
     error: str | None = None
+    #: the answer's evidence frames, strongest first: [start, end, weight] in stream seconds
+    evidence: tuple[tuple[float, float, float], ...] = ()
+    #: strongest evidence frame inside one of the question's evidence spans (± one sampling period);
+    #: None when the question has no spans or the answer no evidence (scoring.evidence_hit)
+    evidence_hit: bool | None = None
 
 
 @dataclass
@@ -109,6 +114,10 @@ class RunResult:
     ingest_ms_per_frame: float | None = None
     #: messages that reached the node (live runs, from ~/cache_stats); None = every message (offline)
     frames_received: int | None = None
+    #: what the memory held at the end of the stream: [start, end, tokens kept] per held frame, oldest first
+    memory_frames: list[list[float]] = field(default_factory=list)
+    #: evidence spans of the questions asked on this stream (for the memory timeline plot)
+    question_spans: list[list[float]] = field(default_factory=list)
 
 
 class NodeFrameSteps:
@@ -150,14 +159,18 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def _ask(session: StreamingSession, q: Question, asked_at: float, max_new_tokens: int) -> AnswerRecord:
+def _ask(session: StreamingSession, q: Question, asked_at: float, max_new_tokens: int,
+         period: float) -> AnswerRecord:
     try:
         ans = session.ask(q.question, max_new_tokens)
     except InfiniPotError as exc:  # no frame yet, question too long, ...: scored wrong, run goes on
         return AnswerRecord(q.id, q.question, q.time, asked_at, q.tags, q.reference, "", False, None, None, None,
                             None, None, error=f"{type(exc).__name__}: {exc}")
-    return AnswerRecord(q.id, q.question, q.time, asked_at, q.tags, q.reference, ans.text, is_correct(q, ans.text),
-                        ans.ttft_s * 1e3, ans.latency_s * 1e3, ans.tokens_used, ans.memory_start, ans.memory_end)
+    evidence = tuple((e.start, e.end, e.weight) for e in ans.evidence)
+    hit = evidence_hit(q, evidence, period)
+    return AnswerRecord(q.id, q.question, q.time, asked_at, q.tags, q.reference, ans.text, score(q, ans.text, hit),
+                        ans.ttft_s * 1e3, ans.latency_s * 1e3, ans.tokens_used, ans.memory_start, ans.memory_end,
+                        evidence=evidence, evidence_hit=hit)
 
 
 def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapter: Any, spec: RunSpec, *,
@@ -177,6 +190,8 @@ def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapt
     session = StreamingSession(adapter, SessionConfig(policy=spec.policy, budget_tokens=spec.budget, **options))
     cap = session.stats().kv_cap_bytes
     result = RunResult(spec=spec, cap_bytes=cap or None)
+    result.question_spans = [[lo, hi] for q in pending for lo, hi in q.evidence]
+    period = 1.0 / sample_hz if sample_hz > 0 else 0.0
     steps = NodeFrameSteps(sample_hz)
     k = 0
     started = time.perf_counter()
@@ -187,7 +202,7 @@ def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapt
             on_message()
         stream_s = stamp - (stamp if steps.first_stamp is None else steps.first_stamp)
         while pending and pending[0].time < stream_s:
-            result.answers.append(_ask(session, pending.pop(0), steps.last_sampled_s, max_new_tokens))
+            result.answers.append(_ask(session, pending.pop(0), steps.last_sampled_s, max_new_tokens, period))
         rgb, restarted = steps.offer(stamp, msg)
         if restarted:
             raise ReplayError(f"{bag_dir} {topic}: header stamps go backwards at message {result.messages}; "
@@ -207,8 +222,9 @@ def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapt
             result.steps.append(last_step)
     if last_step is not None and (not result.steps or result.steps[-1] is not last_step):
         result.steps.append(last_step)
+    result.memory_frames = [[h.start, h.end, h.tokens] for h in session.held_frames()]
     while pending:
-        result.answers.append(_ask(session, pending.pop(0), steps.last_sampled_s, max_new_tokens))
+        result.answers.append(_ask(session, pending.pop(0), steps.last_sampled_s, max_new_tokens, period))
     result.final_stats = session.stats().as_dict()
     result.wall_s = time.perf_counter() - started
     return result
@@ -220,6 +236,23 @@ def _mean(xs: list[float]) -> float | None:
 
 def _p95(xs: list[float]) -> float | None:
     return float(np.percentile(xs, 95)) if xs else None
+
+
+def evidence_hit_rates(answers: Iterable[Any]) -> tuple[float | None, dict[str, float]]:
+    """(share of judged answers whose evidence hit, the same per tag); answers are AnswerRecords or their dicts.
+
+    Judged = answered with evidence, about a question with evidence spans (`evidence_hit` not None)."""
+    hits: list[bool] = []
+    by_tag: dict[str, list[bool]] = {}
+    for a in answers:
+        hit = a.get("evidence_hit") if isinstance(a, dict) else a.evidence_hit
+        if hit is None:
+            continue
+        hits.append(bool(hit))
+        for tag in a["tags"] if isinstance(a, dict) else a.tags:
+            by_tag.setdefault(tag, []).append(bool(hit))
+    rate = sum(hits) / len(hits) if hits else None
+    return rate, {tag: sum(v) / len(v) for tag, v in sorted(by_tag.items())}
 
 
 def summarise(result: RunResult, *, include_answers: bool = True) -> dict[str, Any]:
@@ -234,6 +267,7 @@ def summarise(result: RunResult, *, include_answers: bool = True) -> dict[str, A
     total = [a.answer_ms for a in answers if a.answer_ms is not None]
     ingest = [s.ingest_ms for s in result.steps if math.isfinite(s.ingest_ms)]
     stats = result.final_stats
+    hit_rate, hit_by_tag = evidence_hit_rates(answers)
     out: dict[str, Any] = {
         "policy": result.spec.policy,
         "budget": result.spec.budget,
@@ -241,6 +275,11 @@ def summarise(result: RunResult, *, include_answers: bool = True) -> dict[str, A
         "accuracy": (sum(a.correct for a in answers) / n) if n else None,
         "accuracy_by_tag": {tag: sum(v) / len(v) for tag, v in sorted(by_tag.items())},
         "n_by_tag": {tag: len(v) for tag, v in sorted(by_tag.items())},
+        "evidence_hit_rate": hit_rate,
+        "evidence_hit_rate_by_tag": hit_by_tag,
+        "memory_timeline": {"at_s": result.steps[-1].stream_s if result.steps else 0.0,
+                            "frames": [[round(v, 4) for v in f] for f in result.memory_frames],
+                            "evidence_spans": result.question_spans},
         "peak_kv_bytes": max((s.kv_bytes for s in result.steps), default=0),
         "cap_bytes": result.cap_bytes,
         "kv_bytes_over_time": [[round(s.stream_s, 4), s.kv_bytes] for s in result.steps],

@@ -3,7 +3,8 @@
 Why three forms: report.json is the stable, machine-readable result (field names documented in
 docs/evaluation.md, kept exactly so scripts and CI can compare runs); the Markdown table answers "which
 policy and budget is best for which kind of question" at a glance; the plots show what tables hide: memory
-growing without bound for the full cache versus flat under a cap, and accuracy against budget.
+growing without bound for the full cache versus flat under a cap, accuracy against budget, and (the memory
+timeline) which moments of the stream each policy still holds at the end, against the questions' evidence.
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["write_report", "markdown_table", "plot_memory", "plot_accuracy", "MEMORY_PNG", "ACCURACY_PNG"]
+__all__ = ["write_report", "markdown_table", "plot_memory", "plot_accuracy", "plot_memory_timeline", "MEMORY_PNG",
+           "ACCURACY_PNG", "TIMELINE_PNG"]
 
 MEMORY_PNG = "kv_memory.png"
 ACCURACY_PNG = "accuracy_vs_budget.png"
+TIMELINE_PNG = "memory_timeline.png"
 _MIB = 1024 * 1024
 
 
@@ -38,7 +41,7 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     """Accuracy per policy × budget × tag, peak KV / RSS memory, latencies; one row per run."""
     tags = sorted({t for r in results for t in r.get("accuracy_by_tag", {})},
                   key=lambda t: (t not in ("long_range", "recent"), t))
-    head = (["policy", "budget", "n", "accuracy"] + tags +
+    head = (["policy", "budget", "n", "accuracy"] + tags + ["evidence hit", "evidence hit long_range"] +
             ["peak KV MiB", "cap MiB", "peak RSS MiB", "TTFT ms (mean)", "answer ms (p95)", "ingest ms/frame",
              "compressions"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -46,6 +49,7 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         by_tag = r.get("accuracy_by_tag", {})
         row = ([r["policy"], "–" if r["budget"] is None else str(r["budget"]), str(r["n_questions"]),
                 _pct(r["accuracy"])] + [_pct(by_tag.get(t)) for t in tags] +
+               [_pct(r.get("evidence_hit_rate")), _pct((r.get("evidence_hit_rate_by_tag") or {}).get("long_range"))] +
                [_mib(r["peak_kv_bytes"]), _mib(r["cap_bytes"]), _mib(r.get("peak_rss_bytes")),
                 _ms(r["ttft_ms_mean"]), _ms(r["answer_ms_p95"]), _ms(r.get("ingest_ms_per_frame")),
                 str(r.get("compressions", "–"))])
@@ -108,6 +112,57 @@ def plot_accuracy(results: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _innermost(spans: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+    """Distinct spans that contain no other span: the single events, not a count question's covering span."""
+    unique = sorted({(float(lo), float(hi)) for lo, hi in spans})
+    return [a for a in unique if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in unique)]
+
+
+def plot_memory_timeline(results: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Tokens kept per stream second at the end of the stream, one row per run, evidence spans shaded.
+
+    Each held frame's tokens are counted in the second its first raw frame falls in; the shaded bands are
+    the questions' evidence spans (the innermost ones: the events asked about, not the covering span of a
+    count question), so a glance shows which policy still holds traces of old events and which holds only
+    the recent past."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = [r for r in results if r.get("memory_timeline")]
+    end = max([r["memory_timeline"].get("at_s", 0.0) for r in runs] + [1.0])
+    seconds = int(np.ceil(end)) + 1
+    fig, axes = plt.subplots(max(len(runs), 1), 1, figsize=(9, 0.5 + 1.25 * max(len(runs), 1)), sharex=True,
+                             squeeze=False)
+    peak = max([sum(f[2] for f in r["memory_timeline"]["frames"] if int(f[0]) == s) for r in runs
+                for s in range(seconds)] + [1.0])
+    for ax, r in zip(axes[:, 0], runs):
+        timeline = r["memory_timeline"]
+        per_second = np.zeros(seconds)
+        for start, _end, tokens in timeline["frames"]:
+            if 0 <= start < seconds:
+                per_second[int(start)] += tokens
+        for lo, hi in _innermost(timeline.get("evidence_spans", [])):
+            ax.axvspan(lo, hi, color="tab:orange", alpha=0.3, linewidth=0)
+        ax.bar(np.arange(seconds) + 0.5, per_second, width=1.0, color="tab:blue")
+        held = sum(f[2] for f in timeline["frames"])
+        ax.set_ylim(0, peak * 1.1)
+        ax.text(0.005, 0.95, f"{_label(r)}: {held:.0f} tokens of {len(timeline['frames'])} frames",
+                transform=ax.transAxes, fontsize=8, va="top")
+        ax.set_yticks([0, round(peak)])
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlim(0, seconds)
+    axes[-1, 0].set_xlabel("stream time (s) of the frames still held at the end (orange: questions' evidence)")
+    fig.supylabel("tokens kept per second", fontsize=9)
+    fig.suptitle("What the memory holds at the end of the stream", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(results: Sequence[dict[str, Any]], out_dir: str | Path, meta: dict[str, Any] | None = None,
                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.json, report.md and the plots into `out_dir`; return their paths by name.
@@ -116,13 +171,15 @@ def write_report(results: Sequence[dict[str, Any]], out_dir: str | Path, meta: d
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "memory_png": out / MEMORY_PNG,
-             "accuracy_png": out / ACCURACY_PNG}
+             "accuracy_png": out / ACCURACY_PNG, "timeline_png": out / TIMELINE_PNG}
     doc = {"results": list(results), "meta": dict(meta or {}), **(extra or {})}
     paths["json"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     plot_memory(results, paths["memory_png"])
     plot_accuracy(results, paths["accuracy_png"])
+    plot_memory_timeline(results, paths["timeline_png"])
     meta_lines = [f"- {k}: `{v}`" for k, v in (meta or {}).items()]
     md = ["# InfiniPot evaluation report", "", *meta_lines, "", markdown_table(results), "",
-          f"![KV memory over stream time]({MEMORY_PNG})", "", f"![Accuracy vs budget]({ACCURACY_PNG})", ""]
+          f"![KV memory over stream time]({MEMORY_PNG})", "", f"![Accuracy vs budget]({ACCURACY_PNG})", "",
+          f"![What the memory holds]({TIMELINE_PNG})", ""]
     paths["md"].write_text("\n".join(md), encoding="utf-8")
     return paths

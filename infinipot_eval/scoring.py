@@ -14,15 +14,26 @@ always score. The rule is therefore:
 
 Multiple choice: the prediction selects a choice by letter ("b", "(B)") or by naming exactly one choice
 (rule 1, then rule 2 with the other choices' words as the competitors).
+
+"When" questions (`EVIDENCE_SCORED_KINDS`) are scored on the answer's evidence, not its text (the built-in
+model does not speak times): right when the strongest evidence frame overlaps one of the question's
+evidence spans widened by one sampling period on each side (`evidence_hit`). The same hit is reported for
+every question with evidence spans as `evidence_hit_rate`. Scoring a spoken time ("at 12 s") against the
+spans is not done yet.
 """
 from __future__ import annotations
 
 import re
 import string
+from typing import Sequence
 
 from .questions import Question
 
-__all__ = ["normalise", "answer_category", "match_free_text", "match_choice", "is_correct"]
+__all__ = ["normalise", "answer_category", "match_free_text", "match_choice", "is_correct", "evidence_hit", "score",
+           "EVIDENCE_SCORED_KINDS"]
+
+#: question kinds whose `correct` is the evidence hit (question_gen's `when`)
+EVIDENCE_SCORED_KINDS: tuple[str, ...] = ("when",)
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -118,3 +129,21 @@ def is_correct(question: Question, prediction: str) -> bool:
         idx = match_choice(prediction, question.choices)
         return idx is not None and question.choices[idx] == question.answer
     return match_free_text(prediction, question.answers)
+
+
+def evidence_hit(question: Question, evidence: Sequence[Sequence[float]], period: float) -> bool | None:
+    """Whether the strongest evidence frame (`evidence[0]` = (start, end, ...), stream seconds) overlaps one
+    of the question's evidence spans widened by `period` (one sampling period) on each side.
+
+    None when it cannot be judged: the question has no evidence spans or the answer no evidence."""
+    if not question.evidence or not evidence:
+        return None
+    start, end = float(evidence[0][0]), float(evidence[0][1])
+    return any(start <= hi + period and end >= lo - period for lo, hi in question.evidence)
+
+
+def score(question: Question, prediction: str, hit: bool | None) -> bool:
+    """`correct` of one answer: the evidence hit for `EVIDENCE_SCORED_KINDS`, the text otherwise."""
+    if question.kind in EVIDENCE_SCORED_KINDS:
+        return bool(hit)
+    return is_correct(question, prediction)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from .eval_cli import DEFAULT_MODEL, evaluate_offline, parse_list
 from .question_gen import DEFAULT_WINDOW_SECONDS
 from .questions import load_questions
+from .replay import evidence_hit_rates
 from .report import write_report
 from .synth_cli import synthesize
 
@@ -71,9 +72,11 @@ def pool_results(per_bag: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
         entry["accuracy"] = (sum(bool(a["correct"]) for a in answers) / len(answers)) if answers else None
         entry["accuracy_by_tag"] = {t: sum(v) / len(v) for t, v in sorted(by_tag.items())}
         entry["n_by_tag"] = {t: len(v) for t, v in sorted(by_tag.items())}
+        entry["evidence_hit_rate"], entry["evidence_hit_rate_by_tag"] = evidence_hit_rates(answers)
         # the plots show memory over stream time: the first bag's curve stands for all
         for key in ("kv_bytes_over_time", "tokens_held_over_time", "rss_bytes_over_time"):
             entry[key] = runs[0].get(key, [])
+        entry["memory_timeline"] = runs[0].get("memory_timeline", {})
         pooled.append(entry)
     return pooled
 
@@ -108,7 +111,8 @@ def run_suite(out: Path, seeds: Sequence[int], *, seconds: float, policies: list
             "max_new_tokens": max_new_tokens}
     # the per-bag entries without their answer lists (the pooled numbers already count them) and curves
     per_bag_doc = [{"bag": b, "results": [{k: v for k, v in r.items() if not k.endswith("_over_time")
-                                           and k != "answers"} for r in rs]} for b, rs in zip(bags, per_bag)]
+                                           and k not in ("answers", "memory_timeline")} for r in rs]}
+                   for b, rs in zip(bags, per_bag)]
     return write_report(pooled, out, meta, extra={"per_bag": per_bag_doc})
 
 

@@ -20,17 +20,37 @@ def _stamp(t: object) -> float:
     return t.sec + t.nanosec * 1e-9  # type: ignore[attr-defined]
 
 
-def format_response(question: str, response: AskVideo.Response) -> str:
-    """Human-readable lines for one response."""
+def _ago(seconds: float) -> str:
+    """"12.3 s ago" / "4.0 s ahead" (a camera clock ahead of ours) relative to now."""
+    return f"{seconds:.1f} s ago" if seconds >= 0 else f"{-seconds:.1f} s ahead"
+
+
+def format_evidence(response: AskVideo.Response, now: float) -> list[str]:
+    """One line per evidence frame, strongest first: time relative to `now` (seconds, the same clock as
+    the camera stamps), absolute stamp, and weight."""
+    lines = []
+    for rank, (stamp, weight) in enumerate(zip(response.evidence_stamps, response.evidence_weights), 1):
+        t = _stamp(stamp)
+        lines.append(f"  {rank}. {_ago(now - t)} (stamp {stamp.sec}.{stamp.nanosec:09d}), weight {weight:.2f}")
+    return lines
+
+
+def format_response(question: str, response: AskVideo.Response, now: float | None = None) -> str:
+    """Human-readable lines for one response; `now` (seconds) places the evidence in time (default: the
+    newest frame in memory)."""
     if not response.success:
         return f"Q: {question}\nrefused: {response.error_message}"
     start, end = _stamp(response.memory_start), _stamp(response.memory_end)
-    return (
+    text = (
         f"Q: {question}\nA: {response.answer}\n"
         f"latency {response.latency_s:.3f}s (first token {response.time_to_first_token_s:.3f}s), "
         f"{response.tokens_used} tokens attended, memory spans {start:.3f}s .. {end:.3f}s "
         f"({end - start:.1f}s of stream time)"
     )
+    evidence = format_evidence(response, end if now is None else now)
+    if evidence:
+        text += "\nevidence (strongest first):\n" + "\n".join(evidence)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("question")
     parser.add_argument("--camera", default="", help="camera name (default: the node's first camera)")
     parser.add_argument("--max-tokens", type=int, default=0, help="answer length limit (0 = node default)")
+    parser.add_argument("--max-evidence", type=int, default=0,
+                        help="evidence frames to list (0 = node default; the node clamps large values)")
     parser.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the service")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
     parser.add_argument("--service", default="/ask_video")
@@ -56,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"ROS_DOMAIN_ID?)", file=sys.stderr)
             return 2
         request = AskVideo.Request(
-            question=args.question, camera=args.camera, max_new_tokens=max(args.max_tokens, 0)
+            question=args.question, camera=args.camera, max_new_tokens=max(args.max_tokens, 0),
+            max_evidence=min(max(args.max_evidence, 0), 2**32 - 1),
         )
         future = client.call_async(request)
         rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
@@ -64,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no answer within {args.timeout:g}s", file=sys.stderr)
             return 1
         response = future.result()
-        print(format_response(args.question, response))
+        now = node.get_clock().now().nanoseconds * 1e-9
+        print(format_response(args.question, response, now))
         return 0 if response.success else 1
     except KeyboardInterrupt:
         return 1

@@ -44,7 +44,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from infinipot_ros.msg import CacheStats, VideoAnswer  # noqa: E402
-from infinipot_ros.srv import AskVideo  # noqa: E402
+from infinipot_ros.srv import AskVideo, GetMemory  # noqa: E402
 
 from .conversion import ImageConversionError, message_to_rgb  # noqa: E402
 from .executor import BoundedThreadsExecutor  # noqa: E402
@@ -52,7 +52,7 @@ from .diagnostics import CameraHealth, camera_status, worker_status  # noqa: E40
 from .frame_queue import WorkQueues  # noqa: E402
 from .parameters import CameraConfig, NodeSettings, declare_parameters, validate_update  # noqa: E402
 from infinipot.sampling import FrameSampler  # noqa: E402
-from .worker import AskRequest, AskResult, FrameItem, InferenceWorker, ResetRequest  # noqa: E402
+from .worker import AskRequest, AskResult, FrameItem, InferenceWorker, MemoryRequest, MemoryResult, ResetRequest  # noqa: E402,E501
 
 __all__ = ["InfiniPotNode", "main"]
 
@@ -63,6 +63,8 @@ REQUEST_QUEUE_SIZE = 8
 #: callers never got a reply (seen with 30 concurrent calls). Deep enough for bursts from many clients;
 #: every request that reaches a callback is answered or refused with "busy".
 SERVICE_QUEUE_DEPTH = 256
+#: Most evidence frames one answer returns; a larger request's max_evidence is clamped to it (bounds the reply).
+MAX_EVIDENCE_LIMIT = 256
 #: Seconds the worker status stays ERROR after a failed model call.
 MODEL_ERROR_HOLD_S = 5.0
 
@@ -127,6 +129,7 @@ class InfiniPotNode(Node):
                                  history=HistoryPolicy.KEEP_LAST)
         self.create_service(AskVideo, "/ask_video", self._on_ask, qos_profile=service_qos, callback_group=waiting)
         self.create_service(Trigger, "~/reset", self._on_reset, qos_profile=service_qos, callback_group=waiting)
+        self.create_service(GetMemory, "~/memory", self._on_memory, qos_profile=service_qos, callback_group=waiting)
         self._answers_pub = self.create_publisher(VideoAnswer, "~/answers", 10)
         self._stats_pub = self.create_publisher(CacheStats, "~/cache_stats", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -221,16 +224,9 @@ class InfiniPotNode(Node):
             limit = self.settings.max_answer_tokens
             max_new = min(request.max_new_tokens or limit, limit)
             timeout = self.settings.request_timeout_s
-            req = AskRequest(camera, request.question, max_new, timeout)
-            if not self._worker.alive:
-                req.fail("model worker is not running")
-            elif not self._queues.requests.push(req):
-                req.fail(f"busy: {REQUEST_QUEUE_SIZE} questions already waiting")
-            result = req.wait(timeout)
-            if result is None:
-                req.cancel()
-                req.fail(f"no answer within request_timeout_s={timeout:g}s")
-                result = req.wait(0)
+            req = AskRequest(camera, request.question, max_new, timeout,
+                             max_evidence=self._evidence_count(request.max_evidence))
+            result = self._submit(req, "questions", "answer")
         response.success = result.success
         response.answer = result.answer
         response.error_message = result.error_message
@@ -239,6 +235,8 @@ class InfiniPotNode(Node):
         response.latency_s = float(result.latency_s)
         response.time_to_first_token_s = float(result.ttft_s)
         response.tokens_used = int(result.tokens_used)
+        response.evidence_stamps = [seconds_to_time(start) for start, _ in result.evidence]
+        response.evidence_weights = [float(weight) for _, weight in result.evidence]
         if self.context.ok():  # at shutdown a waiting question is answered after the context is gone
             try:
                 self._publish_answer(camera, request.question, response)
@@ -259,7 +257,49 @@ class InfiniPotNode(Node):
         msg.memory_start = response.memory_start
         msg.memory_end = response.memory_end
         msg.latency_s = response.latency_s
+        msg.evidence_stamps = list(response.evidence_stamps)
+        msg.evidence_weights = list(response.evidence_weights)
         self._answers_pub.publish(msg)
+
+    def _submit(self, req: AskRequest | MemoryRequest, waiting: str, reply: str) -> Any:
+        """Queue `req` for the worker and wait for its result; refused at once when the worker is gone or
+        the queue is full, failed after request_timeout_s (the worker then skips it)."""
+        timeout = self.settings.request_timeout_s
+        if not self._worker.alive:
+            req.fail("model worker is not running")
+        elif not self._queues.requests.push(req):
+            req.fail(f"busy: {REQUEST_QUEUE_SIZE} {waiting} already waiting")
+        result = req.wait(timeout)
+        if result is None:
+            req.cancel()
+            req.fail(f"no {reply} within request_timeout_s={timeout:g}s")
+            result = req.wait(0)
+        return result
+
+    def _evidence_count(self, requested: int) -> int:
+        """Evidence frames for one answer: the request's number clamped to MAX_EVIDENCE_LIMIT, 0 = the node's
+        max_evidence; nothing when the node has evidence off (max_evidence 0)."""
+        default = self.settings.max_evidence
+        if default <= 0:
+            return 0
+        return min(int(requested) or default, MAX_EVIDENCE_LIMIT)
+
+    def _on_memory(self, request: GetMemory.Request, response: GetMemory.Response) -> GetMemory.Response:
+        """Each frame the camera's memory still holds, with its stamps and the tokens kept of it."""
+        camera = request.camera or next(iter(self._cameras))
+        response.camera = camera
+        if camera not in self._cameras:
+            result = MemoryResult(False, f"unknown camera {camera!r}; known cameras: {', '.join(self._cameras)}")
+        else:
+            result = self._submit(MemoryRequest(camera), "requests", "reply")
+        response.success = result.success
+        response.error_message = result.error_message
+        response.frame_stamps = [seconds_to_time(start) for start, _, _ in result.frames]
+        response.frame_end_stamps = [seconds_to_time(end) for _, end, _ in result.frames]
+        response.frame_tokens = [float(tokens) for _, _, tokens in result.frames]
+        response.tokens_held = int(result.tokens_held)
+        response.prefix_tokens = int(result.prefix_tokens)
+        return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         req = ResetRequest()

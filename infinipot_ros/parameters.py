@@ -154,6 +154,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               min_value=1, max_value=8192),
     ParamSpec("max_answer_tokens", 32, "Most tokens generated per answer (/ask_video's max_new_tokens "
               "is clamped to it).", min_value=1, max_value=4096),
+    ParamSpec("max_evidence", 5, "Evidence frames (stamp + attention weight) returned with each answer when "
+              "/ask_video's max_evidence is 0; 0 = no evidence (its cost is not paid). Requests may ask for up "
+              "to 256.", min_value=0, max_value=256),
     ParamSpec("request_timeout_s", 30.0,
               "A question not answered within this many seconds gets success=false.",
               read_only=False, min_value=0.1, max_value=3600.0),
@@ -248,6 +251,7 @@ class NodeSettings:
     max_question_tokens: int
     max_answer_tokens: int
     request_timeout_s: float
+    max_evidence: int
     stats_period_s: float
     session_path: str
     on_model_error: str = "reset"
@@ -294,4 +298,6 @@ class NodeSettings:
             max_question_tokens=self.max_question_tokens,
             max_new_tokens=self.max_answer_tokens,
             max_question_chars=self.max_question_chars,
+            evidence=self.max_evidence > 0,
+            max_evidence=self.max_evidence,
         )

@@ -37,6 +37,8 @@ __all__ = [
     "AskResult",
     "FrameItem",
     "InferenceWorker",
+    "MemoryRequest",
+    "MemoryResult",
     "ResetRequest",
     "WorkerSnapshot",
 ]
@@ -75,6 +77,8 @@ class AskResult:
     latency_s: float = 0.0
     ttft_s: float = 0.0
     tokens_used: int = 0
+    #: (start stamp, weight) of each evidence frame, strongest first (infinipot.session.Answer.evidence)
+    evidence: list[tuple[float, float]] = field(default_factory=list)
 
 
 class _Pending:
@@ -106,11 +110,13 @@ class _Pending:
 class AskRequest(_Pending):
     """A question for one camera's memory, with the monotonic time it arrived and its deadline."""
 
-    def __init__(self, camera: str, question: str, max_new_tokens: int, timeout_s: float) -> None:
+    def __init__(self, camera: str, question: str, max_new_tokens: int, timeout_s: float,
+                 max_evidence: int | None = None) -> None:
         super().__init__()
         self.camera = camera
         self.question = question
         self.max_new_tokens = max_new_tokens
+        self.max_evidence = max_evidence  # None = the session's default
         self.received = time.monotonic()
         self.deadline = self.received + timeout_s
 
@@ -122,6 +128,30 @@ class AskRequest(_Pending):
 
 class ResetRequest(_Pending):
     """Clear the memory of every camera (result: (success, message))."""
+
+
+@dataclass
+class MemoryResult:
+    """What one camera's memory holds (fields mirror GetMemory's response)."""
+
+    success: bool
+    error_message: str = ""
+    #: (start stamp, end stamp, tokens kept) per held frame, oldest first
+    frames: list[tuple[float, float, float]] = field(default_factory=list)
+    tokens_held: int = 0
+    prefix_tokens: int = 0
+
+
+class MemoryRequest(_Pending):
+    """List the frames one camera's memory holds (result: MemoryResult). Answered on the worker thread,
+    between model calls, so the view is consistent."""
+
+    def __init__(self, camera: str) -> None:
+        super().__init__()
+        self.camera = camera
+
+    def fail(self, message: str) -> bool:
+        return self.finish(MemoryResult(success=False, error_message=message))
 
 
 @dataclass
@@ -231,19 +261,21 @@ class InferenceWorker:
             try:
                 if isinstance(item, ResetRequest):
                     self._reset(item)
+                elif isinstance(item, MemoryRequest):
+                    self._memory(item)
                 elif kind == "request":
                     self._answer(item)
                 else:
                     camera, frame = item
                     self._ingest(camera, frame)
             except _Interrupted:  # stop() during a model call; the engine rolled the cache back
-                if isinstance(item, AskRequest):
+                if isinstance(item, (AskRequest, MemoryRequest)):
                     item.fail("node is shutting down")
                 elif isinstance(item, ResetRequest):
                     item.finish((False, "node is shutting down"))
             except Exception as err:  # noqa: BLE001 - the worker must survive anything the engine does
                 self._record_error(f"{type(err).__name__}: {err}", traceback.format_exc())
-                if isinstance(item, AskRequest):
+                if isinstance(item, (AskRequest, MemoryRequest)):
                     item.fail(f"internal error: {type(err).__name__}: {err}")
                 elif isinstance(item, ResetRequest):
                     item.finish((False, f"reset failed: {err}"))
@@ -298,7 +330,10 @@ class InferenceWorker:
         t_start = time.monotonic()
         self._current = req
         try:
-            ans = session.ask(req.question, max_new_tokens=req.max_new_tokens)
+            if req.max_evidence is None:
+                ans = session.ask(req.question, max_new_tokens=req.max_new_tokens)
+            else:
+                ans = session.ask(req.question, max_new_tokens=req.max_new_tokens, max_evidence=req.max_evidence)
         except InfiniPotError as err:  # a question the engine refuses (too long, no frames yet, ...)
             req.fail(str(err))
             with self._lock:
@@ -322,6 +357,7 @@ class InferenceWorker:
                 latency_s=done - req.received,
                 ttft_s=(t_start - req.received) + float(ans.ttft_s),
                 tokens_used=int(ans.tokens_used),
+                evidence=[(float(e.start), float(e.weight)) for e in getattr(ans, "evidence", ())],
             )
         )
         with self._lock:
@@ -416,6 +452,24 @@ class InferenceWorker:
         session.reset()
         return "memory reset (on_model_error=reset)"
 
+    def _memory(self, req: MemoryRequest) -> None:
+        if not self._ready():
+            with self._lock:
+                reason = self._snap.state_message or "model is still loading"
+            req.fail(f"model not available: {reason}")
+            return
+        session = self._sessions.get(req.camera)
+        if session is None:
+            req.fail(f"unknown camera {req.camera!r}")
+            return
+        stats = session.stats()
+        req.finish(MemoryResult(
+            success=True,
+            frames=[(h.start, h.end, h.tokens) for h in session.held_frames()],
+            tokens_held=int(stats.tokens_held),
+            prefix_tokens=int(session.store.prefix_length),
+        ))
+
     def _reset(self, req: ResetRequest) -> None:
         dropped = self._queues.frames.clear()
         for session in self._sessions.values():
@@ -437,7 +491,7 @@ class InferenceWorker:
 
     def _shutdown(self) -> None:
         for req in self._queues.requests.drain():
-            if isinstance(req, AskRequest):
+            if isinstance(req, (AskRequest, MemoryRequest)):
                 req.fail("node is shutting down")
             elif isinstance(req, ResetRequest):
                 req.finish((False, "node is shutting down"))

@@ -220,6 +220,14 @@ class VLMAdapter(ABC):
             torch.cat(embeds), torch.cat(positions, dim=-1), torch.cat(offsets), torch.cat(patches), start
         )
 
+    def attention_config(self) -> object:
+        """The config whose `_attn_implementation` the language model's attention layers read.
+
+        Why a hook: the evidence probe (infinipot/evidence.py) swaps the attention function of the language
+        model only, never the vision tower's. transformers' `get_decoder()` returns the text model for every
+        adapter here; an adapter whose model differs overrides this."""
+        return self.model.get_decoder().config
+
     def decode(self, token_ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()

@@ -37,6 +37,9 @@ def test_bench_writes_json_and_capped_memory_is_flat(tmp_path, tiny_cache, capsy
         assert "cap_bytes" in run and "cuda_max_memory_allocated" in run
         assert run["cuda_max_memory_allocated"] is None  # CPU run
         assert 0.0 <= run["compress_share"] <= 1.0 and run["compress_ms_max"] >= run["compress_ms_mean"]
+    cost = result["evidence_cost"]
+    assert cost["tokens_held"] > 160 and cost["answer_ms_off"] > 0 and cost["answer_ms_on"] > 0
+    assert cost["extra_ms"] == pytest.approx(cost["answer_ms_on"] - cost["answer_ms_off"])
     ratio = result["scorer_speed_ratio_fast_over_reference"]
     assert isinstance(ratio, float) and ratio > 0
     by_key = {(r["policy"], r["frames"]): r for r in runs}

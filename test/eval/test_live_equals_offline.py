@@ -85,6 +85,9 @@ def test_lockstep_live_answers_equal_offline(tmp_path, tiny_adapter, monkeypatch
         # spans: stream seconds both (live: absolute header stamps through builtin_interfaces/Time)
         assert on.memory_start == pytest.approx(off.memory_start, abs=1e-5)
         assert on.memory_end == pytest.approx(off.memory_end, abs=1e-5)
+        # the reply's evidence: the same frames (start stamps) and weights as the engine's, strongest first
+        assert [e[0] for e in on.evidence] == pytest.approx([e[0] for e in off.evidence], abs=1e-5)
+        assert [e[2] for e in on.evidence] == pytest.approx([e[2] for e in off.evidence], abs=1e-5)
     assert len({a.prediction for a in offline.answers}) > 1  # the texts do depend on the memory
 
     # negative control: the same comparison sees one lost frame (the 7th sampled one, skipped offline)

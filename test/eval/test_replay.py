@@ -50,14 +50,42 @@ def test_eval_cli_writes_report(short_bag, tmp_path, monkeypatch, tiny_adapter):
         for ans in r["answers"]:
             assert ans["error"] is None and ans["asked_at_s"] <= ans["time"] < ans["asked_at_s"] + 0.5
             assert ans["ttft_ms"] <= ans["answer_ms"]
+        _check_evidence(r, {q.id: q for q in qset}, len(tiny_adapter.prefix_token_ids()))
     full, capped = results[0], results[1]
     assert full["cap_bytes"] is None and full["compressions"] == 0
     assert capped["cap_bytes"] and capped["compressions"] > 0
     assert capped["peak_kv_bytes"] < full["peak_kv_bytes"]
     md = (out / "report.md").read_text()
     assert "| infinipot | 24 |" in md and "long_range" in md
-    for png in ("kv_memory.png", "accuracy_vs_budget.png"):
+    assert "| evidence hit |" in md
+    for png in ("kv_memory.png", "accuracy_vs_budget.png", "memory_timeline.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _check_evidence(r: dict, questions: dict, prefix: int) -> None:
+    """evidence_hit of every answer recomputed from its evidence and its question's spans (± 0.5 s at 2 Hz);
+    evidence_hit_rate(_by_tag) the share of those hits; `when` questions scored on that hit."""
+    judged, by_tag = [], {}
+    for ans in r["answers"]:
+        q = questions[ans["id"]]
+        weights = [w for _s, _e, w in ans["evidence"]]
+        assert 1 <= len(weights) <= 5 and weights == sorted(weights, reverse=True) and sum(weights) <= 1 + 1e-6
+        start, end = ans["evidence"][0][:2]
+        expected = any(start <= hi + 0.5 and end >= lo - 0.5 for lo, hi in q.evidence) if q.evidence else None
+        assert ans["evidence_hit"] == expected
+        if q.kind == "when":
+            assert ans["correct"] == bool(expected)
+        if expected is not None:
+            judged.append(expected)
+            for tag in q.tags:
+                by_tag.setdefault(tag, []).append(expected)
+    assert r["evidence_hit_rate"] == pytest.approx(sum(judged) / len(judged))
+    assert r["evidence_hit_rate_by_tag"] == pytest.approx({t: sum(v) / len(v) for t, v in by_tag.items()})
+    timeline = r["memory_timeline"]
+    tokens = sum(t for _s, _e, t in timeline["frames"])
+    assert tokens == pytest.approx(r["tokens_held_over_time"][-1][1] - prefix)
+    assert timeline["frames"] and timeline["at_s"] == r["stream_seconds"]
+    assert all(len(span) == 2 for span in timeline["evidence_spans"])
 
 
 def test_cli_reports_bad_input(short_bag, tmp_path, capsys):

@@ -64,3 +64,19 @@ def test_is_correct_dispatches_on_question_kind():
                   answer="blue ball")
     assert is_correct(free, "RED!") and not is_correct(free, "blue")
     assert is_correct(mc, "b") and is_correct(mc, "blue ball") and not is_correct(mc, "red cube")
+
+
+def test_evidence_hit_and_when_scoring():
+    from infinipot_eval.questions import Question
+    from infinipot_eval.scoring import evidence_hit, score
+
+    when = Question(id="w", topic="/c", time=30.0, question="When did you see the red cube?",
+                    answers=("10.0-14.0 s",), tags=("when", "long_range"), evidence=((10.0, 14.0),))
+    assert evidence_hit(when, [(14.4, 14.9, 0.6), (11.0, 11.5, 0.3)], 0.5) is True  # within one period
+    assert evidence_hit(when, [(14.6, 15.1, 0.6), (11.0, 11.5, 0.3)], 0.5) is False  # only the strongest counts
+    assert evidence_hit(when, [(9.0, 9.5, 0.9)], 0.5) is True and evidence_hit(when, [(8.0, 9.4, 1.0)], 0.5) is False
+    assert evidence_hit(when, [], 0.5) is None
+    no_spans = Question(id="c", topic="/c", time=30.0, question="What colour?", answers=("red",), tags=("colour",))
+    assert evidence_hit(no_spans, [(1.0, 1.5, 1.0)], 0.5) is None
+    assert score(when, "yes", True) and not score(when, "10.0-14.0 s", False)  # "when" is scored on evidence
+    assert score(no_spans, "red", False) and not score(no_spans, "blue", True)  # others on their text

@@ -30,6 +30,22 @@ def test_pooling_counts_every_answer_once() -> None:
     assert inf["ttft_ms_mean"] == pytest.approx(15.0)
 
 
+def test_pooled_evidence_hit_rate_counts_judged_answers_only() -> None:
+    def run(hits: list[tuple[tuple[str, ...], bool | None]]) -> dict:
+        entry = _run("infinipot", 64, [(tags, True) for tags, _ in hits], 1)
+        for answer, (_tags, hit) in zip(entry["answers"], hits):
+            answer["evidence_hit"] = hit
+        return entry
+
+    bag1 = [run([(("when", "long_range"), True), (("colour", "recent"), None)])]
+    bag2 = [run([(("when", "long_range"), False), (("colour", "long_range"), True)])]
+    (pooled,) = suite.pool_results([bag1, bag2])
+    assert pooled["evidence_hit_rate"] == pytest.approx(2 / 3)
+    assert pooled["evidence_hit_rate_by_tag"] == pytest.approx({"colour": 1.0, "long_range": 2 / 3, "when": 0.5})
+    (none,) = suite.pool_results([[run([(("colour", "recent"), None)])]])
+    assert none["evidence_hit_rate"] is None and none["evidence_hit_rate_by_tag"] == {}
+
+
 def test_seed_specs() -> None:
     assert suite.parse_seeds("3-5,9,4") == [3, 4, 5, 9]
     with pytest.raises(ValueError):
@@ -54,7 +70,13 @@ def test_suite_writes_pooled_report_over_real_bags(tmp_path: Path) -> None:
         right = sum(r["accuracy"] * r["n_questions"] for r in runs)
         assert entry["accuracy"] == pytest.approx(right / entry["n_questions"])
     assert pooled[("infinipot", 24)]["peak_kv_bytes"] <= pooled[("infinipot", 24)]["cap_bytes"]
+    for entry in pooled.values():
+        assert isinstance(entry["evidence_hit_rate"], float) and 0.0 <= entry["evidence_hit_rate"] <= 1.0
+        assert isinstance(entry["evidence_hit_rate_by_tag"], dict) and entry["evidence_hit_rate_by_tag"]
+        assert entry["memory_timeline"]["frames"]  # the first bag's memory at the end of its stream
+    assert all("evidence_hit_rate" in r for b in per_bag for r in b["results"])
     assert (out / "report.md").is_file() and (out / "accuracy_vs_budget.png").is_file()
+    assert (out / "memory_timeline.png").read_bytes()[:4] == b"\x89PNG"
     # a second run reuses the bags (same questions) instead of writing them again
     before = (out / "bags" / "seed300_20s" / "questions.yaml").stat().st_mtime_ns
     assert suite.main(args) == 0

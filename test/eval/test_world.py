@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from infinipot_eval.question_gen import KINDS, make_questions, window_seconds_for
+from infinipot_eval.question_gen import ALL_KINDS, make_questions, window_seconds_for
 from infinipot_eval.render import COLOURS
 from infinipot_eval.world import World, WorldConfig
 
@@ -66,7 +66,7 @@ def _past(world, t):
 def test_questions_match_the_timeline(world):
     qs = make_questions(world, window_seconds=8.0, per_checkpoint=2)
     assert qs == make_questions(world, window_seconds=8.0, per_checkpoint=2)
-    assert {q.kind for q in qs} == set(KINDS)
+    assert {q.kind for q in qs} == set(ALL_KINDS)
     assert len({q.time for q in qs}) > 3 and min(q.time for q in qs) < world.seconds / 2
     yes = no = 0
     for q in qs:
@@ -82,6 +82,10 @@ def test_questions_match_the_timeline(world):
         elif q.kind == "count":
             shape = re.fullmatch(r"How many (\w+)s did you see\?", q.question).group(1)
             assert q.answers[0] == str(sum(e.shape == shape for e in past))
+        elif q.kind == "when":  # about a pair seen exactly once: its one span is the evidence
+            name = re.fullmatch(r"When did you see the (\w+ \w+)\?", q.question).group(1)
+            (event,) = [e for e in past if e.name == name]
+            assert q.evidence == ((event.start, event.end),)
         elif q.kind == "order":
             a, b = re.fullmatch(r"Which came first, the (\w+ \w+) or the (\w+ \w+)\?", q.question).groups()
             first = min((e for e in past if e.name in (a, b)), key=lambda e: e.start)
@@ -94,7 +98,7 @@ def test_questions_match_the_timeline(world):
 
 def test_range_tags_follow_the_window(world):
     for q in make_questions(world, window_seconds=8.0):
-        oldest_end = min(end for _start, end in q.evidence) if q.kind in ("colour", "order") else None
+        oldest_end = min(end for _start, end in q.evidence) if q.kind in ("colour", "order", "when") else None
         if oldest_end is not None:
             assert ("long_range" in q.tags) == (q.time - oldest_end > 8.0), q
     assert all("recent" in q.tags for q in make_questions(world, window_seconds=1e9))
