@@ -108,8 +108,21 @@ def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -
     return ~excluded & (rank < k.unsqueeze(1))
 
 
+def _scores(ctx: ScoringContext, scorer, memo: dict | None) -> torch.Tensor:
+    """`scorer.score(ctx)`, computed once per `memo` (rule 6 runs rules 2-4 at several budgets)."""
+    if memo is None:
+        return scorer.score(ctx)
+    if id(scorer) not in memo:
+        memo[id(scorer)] = scorer.score(ctx)
+    return memo[id(scorer)]
+
+
 def _keep_mask(
-    ctx: ScoringContext, policy: CompressionPolicy, budget: int | torch.Tensor, excluded: torch.Tensor
+    ctx: ScoringContext,
+    policy: CompressionPolicy,
+    budget: int | torch.Tensor,
+    excluded: torch.Tensor,
+    memo: dict | None = None,
 ) -> torch.Tensor:
     """(H, n) bool: rules 2-4 with `budget` slots per head (an int, or (H,) per head) among the tokens not
     `excluded`."""
@@ -127,9 +140,9 @@ def _keep_mask(
         primary_k = (share - kept_recent).clamp(min=0)
         secondary_k = left - primary_k
     if bool((primary_k > 0).any()):
-        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep | excluded, primary_k)
+        keep |= _top_k_mask(_scores(ctx, policy.primary, memo), recent | keep | excluded, primary_k)
     if policy.secondary is not None and bool((secondary_k > 0).any()):
-        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep | excluded, secondary_k)
+        keep |= _top_k_mask(_scores(ctx, policy.secondary, memo), recent | keep | excluded, secondary_k)
     return keep
 
 
@@ -177,9 +190,10 @@ def _choose_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, fram
     """Rule 6 before evening out: per head, rules 2-4 at the largest visual budget b[h] whose tokens plus the
     text of their frames fit the budget."""
     budget = int(ctx.budget)
+    memo: dict = {}
 
     def choose(visual_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = _keep_mask(ctx, policy, visual_b, frame_text)
+        keep = _keep_mask(ctx, policy, visual_b, frame_text, memo)
         keep |= frame_text & _frame_held(ctx, keep, frame_text)
         return keep, keep.sum(1)
 
