@@ -108,8 +108,21 @@ def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -
     return ~excluded & (rank < k.unsqueeze(1))
 
 
+def _scores(ctx: ScoringContext, scorer, memo: dict | None) -> torch.Tensor:
+    """`scorer.score(ctx)`, computed once per `memo` (rule 6 runs rules 2-4 at several budgets)."""
+    if memo is None:
+        return scorer.score(ctx)
+    if id(scorer) not in memo:
+        memo[id(scorer)] = scorer.score(ctx)
+    return memo[id(scorer)]
+
+
 def _keep_mask(
-    ctx: ScoringContext, policy: CompressionPolicy, budget: int | torch.Tensor, excluded: torch.Tensor
+    ctx: ScoringContext,
+    policy: CompressionPolicy,
+    budget: int | torch.Tensor,
+    excluded: torch.Tensor,
+    memo: dict | None = None,
 ) -> torch.Tensor:
     """(H, n) bool: rules 2-4 with `budget` slots per head (an int, or (H,) per head) among the tokens not
     `excluded`."""
@@ -127,9 +140,9 @@ def _keep_mask(
         primary_k = (share - kept_recent).clamp(min=0)
         secondary_k = left - primary_k
     if bool((primary_k > 0).any()):
-        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep | excluded, primary_k)
+        keep |= _top_k_mask(_scores(ctx, policy.primary, memo), recent | keep | excluded, primary_k)
     if policy.secondary is not None and bool((secondary_k > 0).any()):
-        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep | excluded, secondary_k)
+        keep |= _top_k_mask(_scores(ctx, policy.secondary, memo), recent | keep | excluded, secondary_k)
     return keep
 
 
@@ -177,9 +190,10 @@ def _choose_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, fram
     """Rule 6 before evening out: per head, rules 2-4 at the largest visual budget b[h] whose tokens plus the
     text of their frames fit the budget."""
     budget = int(ctx.budget)
+    memo: dict = {}
 
     def choose(visual_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = _keep_mask(ctx, policy, visual_b, frame_text)
+        keep = _keep_mask(ctx, policy, visual_b, frame_text, memo)
         keep |= frame_text & _frame_held(ctx, keep, frame_text)
         return keep, keep.sum(1)
 
@@ -202,9 +216,9 @@ def _choose_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, fram
 def _select_with_frame_text(
     ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor, fill_to: int | None = None
 ) -> torch.Tensor:
-    """Rule 6: `_choose_with_frame_text`, then heads (and, through `fill_to`, layers) are evened out to one
-    count: a head above it gives up its lowest-rated visual tokens (by the policy's last scorer; protected
-    recent tokens last) from frames that keep another visual token, so no frame loses its text this way."""
+    """Rule 6: `_choose_with_frame_text`, then heads (and, through `fill_to`, layers) are evened out to the
+    smallest count: a head above it gives up its lowest-rated slots (by the policy's last scorer; protected
+    recent tokens last) with `_shrink_head`, so a frame's text still goes exactly with its last visual token."""
     keep = _choose_with_frame_text(ctx, policy, frame_text)
     totals = keep.sum(1)
     target = int(totals.min()) if fill_to is None else int(fill_to)
@@ -217,27 +231,54 @@ def _select_with_frame_text(
     scores = scorer.score(ctx).double().nan_to_num(nan=-math.inf)
     keep = keep.clone()
     for head, extra in enumerate(excess):
-        if extra == 0:
-            continue
-        visual = keep[head] & ~frame_text[head]
-        frames, counts = torch.unique(ctx.frame_id[head][visual], return_counts=True)
-        left = dict(zip(frames.tolist(), counts.tolist()))
-        # lowest score first; recent tokens only after every other one
-        order = torch.argsort(scores[head].masked_fill(ctx.recent_mask[head], math.inf), stable=True).tolist()
-        for slot in order:
-            if extra == 0:
-                break
-            frame = int(ctx.frame_id[head, slot])
-            if visual[slot] and left[frame] > 1:
-                keep[head, slot] = False
-                left[frame] -= 1
-                extra -= 1
         if extra:
-            raise BudgetError(
-                "frame text: a KV head cannot shrink to the common kept length without dropping a frame's "
-                "last visual token; raise the budget (it must hold several frames with their text)"
-            )
+            # lowest-rated first; the protected recent tokens only after every other one
+            order = torch.argsort(scores[head].masked_fill(ctx.recent_mask[head], math.inf), stable=True).tolist()
+            _shrink_head(keep[head], frame_text[head], ctx.frame_id[head].tolist(), order, extra)
     return keep
+
+
+def _shrink_head(keep: torch.Tensor, frame_text: torch.Tensor, frame_id: list[int], order: list[int], extra: int) -> None:
+    """Drop exactly `extra` slots of one head (in place), keeping rule 6 (a frame's text iff a visual token):
+    1. its lowest-rated visual tokens from frames that keep another one (1 slot each);
+    2. if that is not enough, whole frames, lowest-rated first (their last visual token and their text);
+    3. if step 2 dropped too much, the best-rated visual tokens of frames still held come back (1 slot each).
+    Raises BudgetError if no exact fit exists (a budget far too small for frames with text)."""
+    visual_kept: dict[int, list[int]] = {}
+    text_slots: dict[int, list[int]] = {}
+    for slot in order:
+        frame = frame_id[slot]
+        if frame < 0 or not bool(keep[slot]):
+            continue
+        (text_slots if bool(frame_text[slot]) else visual_kept).setdefault(frame, []).append(slot)
+    for slot in order:  # step 1
+        if extra <= 0:
+            break
+        frame = frame_id[slot]
+        if frame >= 0 and bool(keep[slot]) and not bool(frame_text[slot]) and len(visual_kept[frame]) > 1:
+            keep[slot] = False
+            visual_kept[frame].remove(slot)
+            extra -= 1
+    for slot in order:  # step 2
+        if extra <= 0:
+            break
+        frame = frame_id[slot]
+        if frame >= 0 and bool(keep[slot]) and not bool(frame_text[slot]):
+            dropped = visual_kept.pop(frame) + text_slots.pop(frame, [])
+            keep[dropped] = False
+            extra -= len(dropped)
+    for slot in reversed(order):  # step 3
+        if extra >= 0:
+            break
+        frame = frame_id[slot]
+        if frame in visual_kept and not bool(keep[slot]) and not bool(frame_text[slot]):
+            keep[slot] = True
+            extra += 1
+    if extra != 0:
+        raise BudgetError(
+            "frame text: a KV head cannot reach the common kept length; raise the budget (it must hold "
+            "several frames with their text)"
+        )
 
 
 def compress_store(
@@ -263,10 +304,19 @@ def compress_store(
             build_context(store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget)
             for layer_idx in range(store.num_layers)
         ]
-        # Frame text (rule 6) lets heads and layers differ in count; all must keep one length.
+        # Frame text (rule 6) lets heads and layers differ in count; all must keep one length. A head that
+        # cannot shrink to exactly that count (its frames' text comes in lumps) lowers it for everyone.
         fill = min(frame_text_kept_count(ctx, policy) for ctx in contexts)
-        for layer_idx, ctx in enumerate(contexts):
-            store.compact(layer_idx, select_keep_indices(ctx, policy, fill_to=fill), check=False)
+        while True:
+            try:
+                keeps = [select_keep_indices(ctx, policy, fill_to=fill) for ctx in contexts]
+                break
+            except BudgetError:
+                if fill == 0:
+                    raise
+                fill -= 1
+        for layer_idx, keep in enumerate(keeps):
+            store.compact(layer_idx, keep, check=False)
     if store.device.type == "cuda":
         torch.cuda.synchronize(store.device)
     duration = time.perf_counter() - start

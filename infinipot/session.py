@@ -248,6 +248,7 @@ class StreamingSession:
             chunk.stream_start = c.next_position if c.video_start is None else c.video_start
             chunk.first_frame = c.next_frame_id
             chunk.frame_times = tuple(stamps[j * per_step] - first_stamp for j in range(chunk.num_frames))
+            chunk.frame_end_times = tuple(stamps[(j + 1) * per_step - 1] - first_stamp for j in range(chunk.num_frames))
             # visual tokens plus the text that belongs to the frames (timestamps, wrappers): all of it counts
             block = self.adapter.stream_block(c.next_position, chunk)
             n = block.num_tokens

@@ -46,6 +46,12 @@ def _qwen_special_ids(tokenizer) -> dict[str, int]:
     }
 
 
+def _vision_token_ids(special: dict[str, int]) -> dict[str, int]:
+    """The four vision token ids a Qwen VL config names."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return {name: special[name] for name in names}
+
+
 def _text_config(vocab_size: int, special: dict[str, int]) -> dict:
     # hidden 64, 4 query heads of dim 16, 2 KV heads (GQA, as in the real models); mrope_section sums to 16/2.
     return dict(
@@ -86,10 +92,7 @@ def _build_qwen2_vl(path: Path) -> None:
     config = Qwen2VLConfig(
         text_config=text,
         vision_config=dict(depth=2, embed_dim=32, hidden_size=text["hidden_size"], num_heads=2, mlp_ratio=2),
-        image_token_id=special["image_token_id"],
-        video_token_id=special["video_token_id"],
-        vision_start_token_id=special["vision_start_token_id"],
-        vision_end_token_id=special["vision_end_token_id"],
+        **_vision_token_ids(special),
     )
     torch.manual_seed(TINY_SEED)
     model = Qwen2VLForConditionalGeneration(config).eval()
@@ -115,18 +118,40 @@ def _build_qwen2_5_vl(path: Path) -> None:
             window_size=56,
             tokens_per_second=2,
         ),
-        image_token_id=special["image_token_id"],
-        video_token_id=special["video_token_id"],
-        vision_start_token_id=special["vision_start_token_id"],
-        vision_end_token_id=special["vision_end_token_id"],
+        **_vision_token_ids(special),
     )
     torch.manual_seed(TINY_SEED)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     _save_qwen(path, model, tokenizer, special, frame_size=84, name="tiny-qwen2.5-vl")
 
 
+def _build_qwen3_vl(path: Path) -> None:
+    """Qwen3-VL: 2 text layers (head dim 16, interleaved M-RoPE), vision depth 2 with DeepStack features after
+    both vision layers, 16-px patches, 64-px frames -> 2x2 = 4 tokens per temporal patch."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    special = _qwen_special_ids(tokenizer)
+    text = _text_config(len(tokenizer), special)
+    text.update(head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 5e5, "mrope_section": [2, 3, 3],
+                                              "mrope_interleaved": True})
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+            patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+            deepstack_visual_indexes=[0, 1],
+        ),
+        **_vision_token_ids(special),
+    )
+    torch.manual_seed(TINY_SEED)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    _save_qwen(path, model, tokenizer, special, frame_size=64, name="tiny-qwen3-vl")
+
+
 register_tiny_builder("tiny-qwen2-vl", _build_qwen2_vl)
 register_tiny_builder("tiny-qwen2.5-vl", _build_qwen2_5_vl)
+register_tiny_builder("tiny-qwen3-vl", _build_qwen3_vl)
 
 
 def build_tiny_checkpoint(name: str, path: str | Path) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import KVGeometry, VisualChunk, VLMAdapter
+from .base import KVGeometry, StreamBlock, VisualChunk, VLMAdapter
 
 _LAZY = {
     "load_adapter": "infinipot.adapters.loading",
@@ -16,9 +16,11 @@ _LAZY = {
     "known_model_types": "infinipot.adapters.loading",
     "Qwen2VLAdapter": "infinipot.adapters.qwen2_vl",
     "MRopePositionRule": "infinipot.adapters.qwen2_vl",
+    "VideoPositionRule": "infinipot.adapters.qwen2_vl",
+    "Qwen3VLAdapter": "infinipot.adapters.qwen3_vl",
 }
 
-__all__ = ["KVGeometry", "VisualChunk", "VLMAdapter", *_LAZY]
+__all__ = ["KVGeometry", "StreamBlock", "VisualChunk", "VLMAdapter", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

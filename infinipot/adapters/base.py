@@ -67,6 +67,10 @@ class VisualChunk:
     stream_start: int | None = None
     first_frame: int = 0
     frame_times: tuple[float, ...] | None = None
+    # ... and the seconds of each temporal frame's LAST raw frame (Qwen3-VL stamps a patch with the mean)
+    frame_end_times: tuple[float, ...] | None = None
+    # extra per-token features sliced with the tokens, (k, n_tokens, hidden): Qwen3-VL's DeepStack features
+    token_features: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -85,7 +89,17 @@ class VisualChunk:
             stream_start=self.stream_start,
             first_frame=self.first_frame + k,
             frame_times=None if self.frame_times is None else (self.frame_times[k],),
+            frame_end_times=None if self.frame_end_times is None else (self.frame_end_times[k],),
+            token_features=None if self.token_features is None else self.token_features[:, part],
         )
+
+    def frame_seconds(self, k: int) -> float:
+        """Time of temporal frame k since the stream's first frame: the mean of its first and last raw
+        frame's (for one raw frame per temporal frame: that frame's time); 0 when unknown."""
+        if self.frame_times is None:
+            return 0.0
+        end = self.frame_times[k] if self.frame_end_times is None else self.frame_end_times[k]
+        return (self.frame_times[k] + end) / 2.0
 
 
 @dataclass
@@ -181,17 +195,14 @@ class VLMAdapter(ABC):
 
     def frame_text_ids(self, frame_index: int, seconds: float) -> tuple[list[int], list[int]]:
         """Text before and after temporal frame `frame_index` of the stream, taken `seconds` after the
-        stream's first frame. Default: none (the frame is only its visual tokens)."""
+        stream's first frame (`VisualChunk.frame_seconds`). Default: none (the frame is only its visual tokens)."""
         return [], []
 
     def stream_block(self, start: int, chunk: VisualChunk) -> StreamBlock:
         """The chunk's tokens as the session prefills them, from logical position `start`: per temporal frame
         its text before (`frame_text_ids`), its visual tokens (`visual_positions`), its text after; text
         positions from `text_positions`. Adapters whose frames carry no text get the visual chunk alone."""
-        texts = [
-            self.frame_text_ids(chunk.first_frame + k, 0.0 if chunk.frame_times is None else chunk.frame_times[k])
-            for k in range(chunk.num_frames)
-        ]
+        texts = [self.frame_text_ids(chunk.first_frame + k, chunk.frame_seconds(k)) for k in range(chunk.num_frames)]
         if not any(before or after for before, after in texts):
             positions, next_start = self.visual_positions(start, chunk)
             return StreamBlock(chunk.embeds, positions, chunk.frame_offset, chunk.patch_index, next_start)

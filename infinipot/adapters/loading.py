@@ -35,7 +35,7 @@ BUILTIN_PREFIX = "builtin:"
 ADAPTER_REGISTRY: dict[str, Callable[..., VLMAdapter]] = {}
 
 #: modules that register further adapters when imported; missing ones are simply skipped
-_OPTIONAL_ADAPTER_MODULES = ("infinipot.adapters.smolvlm", "infinipot.adapters.llava_onevision")
+_OPTIONAL_ADAPTER_MODULES = ("infinipot.adapters.smolvlm", "infinipot.adapters.qwen3_vl", "infinipot.adapters.llava_onevision")
 
 
 def register_adapter(model_types: str | tuple[str, ...], loader: Callable[..., VLMAdapter]) -> None:

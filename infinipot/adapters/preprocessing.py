@@ -118,10 +118,16 @@ def preprocess_qwen2_vl_video(
     patch_size: int = 14,
     temporal_patch_size: int = 2,
     merge_size: int = 2,
+    *,
+    mean: np.ndarray | Sequence[float] | None = None,
+    std: np.ndarray | Sequence[float] | None = None,
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """RGB uint8 frames -> (patch rows float32, grid_thw): resize, scale to [0, 1], CLIP-normalise, patchify."""
+    """RGB uint8 frames -> (patch rows float32, grid_thw): resize, scale to [0, 1], normalise (CLIP statistics
+    unless `mean`/`std` say otherwise: Qwen3-VL's processor uses 0.5/0.5), patchify."""
     if len(frames) == 0:
         raise FrameError("no frames to preprocess")
     video = resize_frames(frames, frame_size)
-    video = (video - CLIP_MEAN) / CLIP_STD
+    mean = CLIP_MEAN if mean is None else np.asarray(mean, dtype=np.float32)
+    std = CLIP_STD if std is None else np.asarray(std, dtype=np.float32)
+    video = (video - mean) / std
     return qwen2_vl_patchify(video.transpose(0, 3, 1, 2), patch_size, temporal_patch_size, merge_size)

@@ -160,21 +160,22 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _default_frame_size(checkpoint: Path | None) -> tuple[int, int]:
-    """infinipot.json's `frame_size`, else 224 clamped into preprocessor_config's [min_pixels, max_pixels]."""
+def _default_frame_size(checkpoint: Path | None, unit: int = 28) -> tuple[int, int]:
+    """infinipot.json's `frame_size`, else 224 clamped into preprocessor_config's [min_pixels, max_pixels],
+    in multiples of `unit` = patch size x merge size (28 for Qwen2-VL / 2.5-VL, 32 for Qwen3-VL)."""
     if checkpoint is not None:
         ours = _read_json(checkpoint / INFINIPOT_CONFIG_NAME)
         if "frame_size" in ours:
-            return normalize_frame_size(ours["frame_size"])
+            return normalize_frame_size(ours["frame_size"], unit)
         pre = _read_json(checkpoint / "preprocessor_config.json")
         size = pre.get("size") or {}
         low = pre.get("min_pixels", size.get("shortest_edge"))
         high = pre.get("max_pixels", size.get("longest_edge"))
         side = DEFAULT_FRAME_SIZE
         if low and side * side < low:
-            side = 28 * math.ceil(math.sqrt(low) / 28)
+            side = unit * math.ceil(math.sqrt(low) / unit)
         if high and side * side > high:
-            side = max(28, 28 * math.floor(math.sqrt(high) / 28))
+            side = max(unit, unit * math.floor(math.sqrt(high) / unit))
         return (side, side)
     return (DEFAULT_FRAME_SIZE, DEFAULT_FRAME_SIZE)
 
@@ -258,20 +259,12 @@ class Qwen2VLAdapter(VLMAdapter):
         attn_implementation: str = "sdpa",
     ) -> "Qwen2VLAdapter":
         """Load model + tokenizer through transformers' `from_pretrained` (local path or hub id)."""
-        from transformers import (
-            AutoConfig,
-            AutoTokenizer,
-            Qwen2_5_VLForConditionalGeneration,
-            Qwen2VLForConditionalGeneration,
-        )
+        from transformers import AutoConfig, AutoTokenizer
 
         config = AutoConfig.from_pretrained(model_id_or_path, trust_remote_code=trust_remote_code)
-        model_class = {
-            "qwen2_vl": Qwen2VLForConditionalGeneration,
-            "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
-        }.get(config.model_type)
+        model_class = cls.model_class(config.model_type)
         if model_class is None:
-            raise ValueError(f"Qwen2VLAdapter cannot load model_type {config.model_type!r}")
+            raise ValueError(f"{cls.__name__} cannot load model_type {config.model_type!r}")
         model = model_class.from_pretrained(
             model_id_or_path,
             dtype=resolve_dtype(dtype),
@@ -286,9 +279,20 @@ class Qwen2VLAdapter(VLMAdapter):
             model,
             tokenizer,
             name=str(model_id_or_path),
-            frame_size=frame_size if frame_size is not None else _default_frame_size(checkpoint),
+            frame_size=frame_size if frame_size is not None else _default_frame_size(
+                checkpoint, int(config.vision_config.patch_size) * int(config.vision_config.spatial_merge_size)
+            ),
             fps=settings.get("fps"),
             position_layout=str(settings.get("position_layout", "video")),
+        )
+
+    @classmethod
+    def model_class(cls, model_type: str) -> type | None:
+        """The transformers class of a checkpoint's `model_type` (None: not this adapter's)."""
+        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+        return {"qwen2_vl": Qwen2VLForConditionalGeneration, "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}.get(
+            model_type
         )
 
     # ------------------------------------------------------------------ contract
@@ -327,12 +331,9 @@ class Qwen2VLAdapter(VLMAdapter):
     def encode_frames(self, frames: Sequence[np.ndarray]) -> VisualChunk:
         if len(frames) == 0 or len(frames) % self.frames_per_step:
             raise FrameError(f"need a positive multiple of {self.frames_per_step} frames, got {len(frames)}")
-        rows, grid_thw = preprocess_qwen2_vl_video(
-            frames, self.frame_size, self.patch_size, self.frames_per_step, self.merge_size
-        )
-        pixels = torch.from_numpy(rows).to(device=self.device, dtype=self._visual.dtype)
-        grid = torch.tensor([grid_thw], dtype=torch.long, device=self.device)
-        embeds = self._visual(pixels, grid_thw=grid).pooler_output.to(self.dtype)
+        vision, grid_thw = self._run_vision(frames)
+        embeds = vision.pooler_output.to(self.dtype)
+        features = self._token_features(vision)
         num_frames = grid_thw[0]
         per_frame = self.tokens_per_frame
         if embeds.shape[0] != num_frames * per_frame:
@@ -343,7 +344,26 @@ class Qwen2VLAdapter(VLMAdapter):
             frame_grid=self.frame_grid,
             frame_offset=torch.arange(num_frames, device=self.device).repeat_interleave(per_frame),
             patch_index=torch.arange(per_frame, device=self.device).repeat(num_frames),
+            token_features=features,
         )
+
+    def _token_features(self, vision: object) -> torch.Tensor | None:
+        """Extra per-token features of the vision tower's output the language model needs (none here)."""
+        return None
+
+    #: per-channel pixel statistics of the family's processor (None: CLIP's, Qwen2-VL / Qwen2.5-VL)
+    PIXEL_MEAN: tuple[float, float, float] | None = None
+    PIXEL_STD: tuple[float, float, float] | None = None
+
+    def _run_vision(self, frames: Sequence[np.ndarray]) -> tuple[object, tuple[int, int, int]]:
+        """Preprocess (our numpy version of the family's video processor) and run the vision tower."""
+        rows, grid_thw = preprocess_qwen2_vl_video(
+            frames, self.frame_size, self.patch_size, self.frames_per_step, self.merge_size,
+            mean=self.PIXEL_MEAN, std=self.PIXEL_STD,
+        )
+        pixels = torch.from_numpy(rows).to(device=self.device, dtype=self._visual.dtype)
+        grid = torch.tensor([grid_thw], dtype=torch.long, device=self.device)
+        return self._visual(pixels, grid_thw=grid), grid_thw
 
     def text_embeds(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(token_ids.to(self.device))
@@ -362,8 +382,14 @@ class Qwen2VLAdapter(VLMAdapter):
         return self.video_rule.visual(start, chunk.stream_start, offsets, rows, cols, self.device)
 
     def forward(
-        self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object, logits_to_keep: int = 0
+        self,
+        embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: object,
+        logits_to_keep: int = 0,
+        **model_kwargs: object,
     ) -> torch.Tensor:
+        """`model_kwargs` go to the language model as they are (Qwen3-VL: a block's DeepStack inputs)."""
         if embeds.dim() == 2:
             embeds = embeds.unsqueeze(0)
         if position_ids.dim() == 2:  # (3, n) -> (3, batch=1, n)
@@ -373,6 +399,7 @@ class Qwen2VLAdapter(VLMAdapter):
             position_ids=position_ids,
             cache=cache,
             use_cache=cache is not None,
+            **model_kwargs,
         )
         hidden = out.last_hidden_state
         if logits_to_keep > 0:

@@ -82,7 +82,7 @@ def stream_store() -> Callable[..., FixedKVStore]:
 
 # ------------------------------------------------------------------------------------- tiny adapters
 _QWEN_TINY = ["tiny-qwen2-vl", "tiny-qwen2.5-vl"]
-_OPTIONAL_MODULES = ("infinipot.adapters.smolvlm", "infinipot.adapters.llava_onevision")
+_OPTIONAL_MODULES = ("infinipot.adapters.smolvlm", "infinipot.adapters.qwen3_vl", "infinipot.adapters.llava_onevision")
 
 
 def _optional_tiny_names() -> list[str]:

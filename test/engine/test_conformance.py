@@ -245,24 +245,6 @@ def smolvlm_stock_prompt(adapter, seconds: list[float], question: str = QUESTION
     return "<|im_start|>User: " + intro + frames + "\n\n" + question + "<end_of_utterance>\nAssistant:"
 
 
-def stock_greedy_1d(model, input_ids, pixel_values, steps: int, eos: set[int]) -> tuple[torch.Tensor, list[int]]:
-    """SmolVLM's own forward (positions: its default, from the cache length) and greedy steps on its cache."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    ids: list[int] = []
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, pixel_values=pixel_values, cache=cache, use_cache=True).logits[0, -1]
-        first = logits.clone()
-        for _ in range(steps):
-            ids.append(int(torch.argmax(logits)))
-            if ids[-1] in eos or len(ids) == steps:
-                break
-            embeds = model.get_input_embeddings()(torch.tensor([[ids[-1]]]))
-            logits = model(inputs_embeds=embeds, cache=cache, use_cache=True).logits[0, -1]
-    return first, ids
-
-
 def test_smolvlm_stream_matches_stock_model(tiny_cache):
     """8 frames with timestamps past a minute, streamed frame by frame with their wrappers == the stock
     SmolVLM forward over the processor's prompt with all frames' pixel values."""
@@ -273,10 +255,93 @@ def test_smolvlm_stream_matches_stock_model(tiny_cache):
     prompt = smolvlm_stock_prompt(adapter, [s - stamps[0] for s in stamps])
     input_ids = torch.tensor([adapter.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     assert adapter.tokenizer.unk_token_id not in input_ids[0].tolist()  # timestamps are real tokens
-    stock, stock_ids = stock_greedy_1d(adapter.model, input_ids, adapter.preprocess(frames), ANSWER_TOKENS,
-                                       set(adapter.eos_token_ids))
+    stock, stock_ids = stock_greedy_own_positions(adapter.model, input_ids, {"pixel_values": adapter.preprocess(frames)},
+                                                  ANSWER_TOKENS, set(adapter.eos_token_ids))
     difference = relative_difference(ours, stock)
     print(f"smolvlm: relative first-token logit difference {difference:.2e}")
     assert difference <= REL_TOL
     assert our_ids == stock_ids
     assert text == adapter.decode([i for i in stock_ids if i not in adapter.eos_token_ids])
+
+
+# ------------------------------------------------------------------------------------------------ Qwen3-VL
+def qwen3_stock_inputs(adapter, frames, stamps, question: str = QUESTION):
+    """input_ids and kwargs of the stock Qwen3-VL prompt for these frames as ONE video. The processor class
+    cannot be built here (its video processor needs torchvision); the text follows
+    `models/qwen3_vl/processing_qwen3_vl.py` (`replace_video_token`: per temporal patch `<{t:.1f} seconds>` +
+    `<|vision_start|>` + `<|video_pad|>` * (h*w / merge^2) + `<|vision_end|>`, t from `_calculate_timestamps`:
+    the mean time of the patch's two frames). Positions are left to the stock model (`get_rope_index`, which
+    splits the video grid per patch; with t = 1 per group its text rule equals Qwen's released one)."""
+    tok = adapter.tokenizer
+    m = adapter.merge_size
+    rows, grid = preprocess_qwen2_vl_video(frames, adapter.frame_size, adapter.patch_size, adapter.frames_per_step, m,
+                                           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    per_patch = grid[1] * grid[2] // (m * m)
+    step = adapter.frames_per_step
+    times = [(stamps[k * step] + stamps[(k + 1) * step - 1]) / 2 - stamps[0] for k in range(grid[0])]
+    video = "".join(f"<{t:.1f} seconds><|vision_start|>" + "<|video_pad|>" * per_patch + "<|vision_end|>" for t in times)
+    text = "<|im_start|>user\n" + video + question + "<|im_end|>\n<|im_start|>assistant\n"
+    input_ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    assert tok.unk_token_id not in input_ids[0].tolist()  # the timestamps are real tokens
+    types = (input_ids == tok.convert_tokens_to_ids("<|video_pad|>")).long() * 2
+    kwargs = dict(pixel_values_videos=torch.from_numpy(rows), video_grid_thw=torch.tensor([grid]), mm_token_type_ids=types)
+    return input_ids, kwargs
+
+
+def stock_greedy_own_positions(model, input_ids, kwargs, steps: int, eos: set[int]) -> tuple[torch.Tensor, list[int]]:
+    """The stock forward computing its own positions (SmolVLM: 1-D from the cache length; Qwen3-VL: its
+    `get_rope_index` and, decoding, its rope deltas) on its own cache, then greedy steps."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    ids: list[int] = []
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, cache=cache, use_cache=True, **kwargs).logits[0, -1]
+        first = logits.clone()
+        for _ in range(steps):
+            ids.append(int(torch.argmax(logits)))
+            if ids[-1] in eos or len(ids) == steps:
+                break
+            embeds = model.get_input_embeddings()(torch.tensor([[ids[-1]]]))
+            logits = model(inputs_embeds=embeds, cache=cache, use_cache=True).logits[0, -1]
+    return first, ids
+
+
+@pytest.mark.parametrize("fps", [2.0, 0.6])
+def test_qwen3_vl_stream_matches_stock_model(tiny_cache, fps):
+    """8 temporal patches streamed patch by patch (time text, per-patch groups, interleaved M-RoPE, DeepStack
+    per block) == the stock Qwen3-VL forward over the processor's prompt with the whole video."""
+    adapter = load_adapter("builtin:tiny-qwen3-vl")
+    frames = _frames(8 * adapter.frames_per_step)
+    stamps = [3.0 + i / fps for i in range(len(frames))]
+    ours, text, our_ids = stream_first_logits(adapter, frames, stamps)
+    input_ids, kwargs = qwen3_stock_inputs(adapter, frames, stamps)
+    stock, stock_ids = stock_greedy_own_positions(adapter.model, input_ids, kwargs, ANSWER_TOKENS,
+                                                  set(adapter.eos_token_ids))
+    difference = relative_difference(ours, stock)
+    print(f"qwen3_vl @ {fps} fps: relative first-token logit difference {difference:.2e}")
+    assert difference <= REL_TOL
+    assert our_ids == stock_ids
+    assert text == adapter.decode([i for i in stock_ids if i not in adapter.eos_token_ids])
+
+
+def test_qwen3_vl_deepstack_matters(tiny_cache):
+    """Without the DeepStack features the same stream is NOT conformant (so the test above checks them)."""
+    adapter = load_adapter("builtin:tiny-qwen3-vl")
+    frames = _frames(4 * adapter.frames_per_step)
+    stamps = [0.5 * i for i in range(len(frames))]
+    original = adapter.stream_block
+
+    def without_deepstack(start, chunk):
+        block = original(start, chunk)
+        block.forward_kwargs = {}
+        return block
+
+    adapter.stream_block = without_deepstack
+    try:
+        ours, _, _ = stream_first_logits(adapter, frames, stamps)
+    finally:
+        del adapter.stream_block
+    input_ids, kwargs = qwen3_stock_inputs(adapter, frames, stamps)
+    stock, _ = stock_greedy_own_positions(adapter.model, input_ids, kwargs, 1, set())
+    assert relative_difference(ours, stock) > 10 * REL_TOL

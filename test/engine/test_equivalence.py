@@ -45,10 +45,10 @@ def _record_forwards(adapter, calls: list[dict]):
     token ids it wrote and its logits. Returns the original bound method (to restore)."""
     original = adapter.forward
 
-    def spy(embeds, position_ids, cache, logits_to_keep=0):
+    def spy(embeds, position_ids, cache, logits_to_keep=0, **extra):
         held = [cache.token_index[layer, :, : cache.layer_length(layer)].clone() for layer in range(cache.num_layers)]
         before = cache.length
-        logits = original(embeds, position_ids, cache, logits_to_keep=logits_to_keep)
+        logits = original(embeds, position_ids, cache, logits_to_keep=logits_to_keep, **extra)
         calls.append(
             {
                 "embeds": embeds.detach().clone().reshape(-1, embeds.shape[-1]),
@@ -56,12 +56,27 @@ def _record_forwards(adapter, calls: list[dict]):
                 "held": held,
                 "new": cache.token_index[0, 0, before : cache.length].clone(),
                 "logits": logits.detach().clone(),
+                "extra": extra,  # e.g. Qwen3-VL's DeepStack features of a visual block
             }
         )
         return logits
 
     adapter.forward = spy
     return original
+
+
+def _joined_extra(calls: list[dict]) -> dict:
+    """The per-block forward extras joined over the whole sequence (DeepStack: the visual-position mask over
+    all tokens, each layer's features of all visual tokens in order); {} for adapters without extras."""
+    if not any(c["extra"] for c in calls):
+        return {}
+    masks = [c["extra"].get("visual_pos_masks", torch.zeros((1, c["new"].numel()), dtype=torch.bool)) for c in calls]
+    with_features = [c["extra"]["deepstack_visual_embeds"] for c in calls if c["extra"]]
+    layers = len(with_features[0])
+    return {
+        "visual_pos_masks": torch.cat(masks, dim=1),
+        "deepstack_visual_embeds": [torch.cat([f[i] for f in with_features]) for i in range(layers)],
+    }
 
 
 def _masks(calls: list[dict], num_layers: int, num_heads: int) -> dict[int, torch.Tensor]:
@@ -118,7 +133,7 @@ def test_streamed_answer_logits_equal_masked_full_forward(adapter, make_frames):
     saved_impl = text_config._attn_implementation
     text_config._attn_implementation = ORACLE_NAME
     try:
-        full = adapter.forward(embeds, positions, DynamicCache(), logits_to_keep=1)
+        full = adapter.forward(embeds, positions, DynamicCache(), logits_to_keep=1, **_joined_extra(used))
     finally:
         text_config._attn_implementation = saved_impl
         _ORACLE_MASKS.clear()
@@ -132,7 +147,7 @@ def test_streamed_answer_logits_equal_masked_full_forward(adapter, make_frames):
     _ORACLE_MASKS.update({layer: causal.expand(geometry.num_kv_heads, -1, -1) for layer in range(geometry.num_layers)})
     text_config._attn_implementation = ORACLE_NAME
     try:
-        unevicted = adapter.forward(embeds, positions, DynamicCache(), logits_to_keep=1)
+        unevicted = adapter.forward(embeds, positions, DynamicCache(), logits_to_keep=1, **_joined_extra(used))
     finally:
         text_config._attn_implementation = saved_impl
         _ORACLE_MASKS.clear()

@@ -234,3 +234,29 @@ def test_load_refuses_other_geometry(adapter, make_frames, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SessionStateError):
         StreamingSession.load(tmp_path / "junk.pt", adapter)
+
+
+def test_frame_text_stays_exactly_with_its_frame(adapter, make_frames):
+    """Per-frame text (SmolVLM2's wrappers, Qwen3-VL's timestamps) is recorded with its frame; after many
+    compressions every layer and head holds a frame's whole text iff it holds one of its visual tokens."""
+    step = adapter.frames_per_step
+    session = StreamingSession(adapter, SessionConfig(policy="infinipot", budget_tokens=_budget(adapter, 6)))
+    stamps = [5.0 + 0.7 * i for i in range(step * 20)]
+    _stream(session, make_frames(len(stamps), seed=8, size=(16, 16)), start=stamps[0], step=0.7)
+    assert session.stats().compressions >= 3
+    store = session.store
+    text_tokens_seen = 0
+    for layer in range(store.num_layers):
+        _, frame_id, patch = store.metadata(layer)
+        for head in range(store.num_kv_heads):
+            fid, pid = frame_id[head].tolist(), patch[head].tolist()
+            visual = {f for f, p in zip(fid, pid) if f >= 0 and p >= 0}
+            text = [f for f, p in zip(fid, pid) if f >= 0 and p < 0]
+            assert set(text) == (visual if adapter.max_frame_text_tokens else set())
+            for f in visual if adapter.max_frame_text_tokens else ():
+                seconds = (stamps[f * step] + stamps[(f + 1) * step - 1]) / 2 - stamps[0]
+                before, after = adapter.frame_text_ids(f, seconds)
+                assert text.count(f) == len(before) + len(after)
+            text_tokens_seen += len(text)
+    assert (text_tokens_seen > 0) == (adapter.max_frame_text_tokens > 0)
+    assert session.ask(QUESTION, max_new_tokens=2).new_tokens >= 1
