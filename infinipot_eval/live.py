@@ -120,7 +120,7 @@ def _record(asked: _Asked, timeout_s: float, first_stamp: float | None,
     evidence = tuple((s, s, float(w)) for s, w in zip(starts, resp.evidence_weights) if s is not None)
     hit = evidence_hit(q, evidence, period)
     return (AnswerRecord(q.id, q.question, q.time, asked.asked_at_s, q.tags, q.reference, resp.answer,
-                         score(q, resp.answer, hit), resp.time_to_first_token_s * 1e3, resp.latency_s * 1e3,
+                         score(q, resp.answer, hit, period), resp.time_to_first_token_s * 1e3, resp.latency_s * 1e3,
                          int(resp.tokens_used), _stream(resp.memory_start, first_stamp),
                          _stream(resp.memory_end, first_stamp), evidence=evidence, evidence_hit=hit),
             float(resp.latency_s))

@@ -168,7 +168,8 @@ def _ask(session: StreamingSession, q: Question, asked_at: float, max_new_tokens
                             None, None, error=f"{type(exc).__name__}: {exc}")
     evidence = tuple((e.start, e.end, e.weight) for e in ans.evidence)
     hit = evidence_hit(q, evidence, period)
-    return AnswerRecord(q.id, q.question, q.time, asked_at, q.tags, q.reference, ans.text, score(q, ans.text, hit),
+    correct = score(q, ans.text, hit, period)
+    return AnswerRecord(q.id, q.question, q.time, asked_at, q.tags, q.reference, ans.text, correct,
                         ans.ttft_s * 1e3, ans.latency_s * 1e3, ans.tokens_used, ans.memory_start, ans.memory_end,
                         evidence=evidence, evidence_hit=hit)
 

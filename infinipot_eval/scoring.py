@@ -18,8 +18,16 @@ Multiple choice: the prediction selects a choice by letter ("b", "(B)") or by na
 "When" questions (`EVIDENCE_SCORED_KINDS`) are scored on the answer's evidence, not its text (the built-in
 model does not speak times): right when the strongest evidence frame overlaps one of the question's
 evidence spans widened by one sampling period on each side (`evidence_hit`). The same hit is reported for
-every question with evidence spans as `evidence_hit_rate`. Scoring a spoken time ("at 12 s") against the
-spans is not done yet.
+every question with evidence spans as `evidence_hit_rate`.
+
+A model that reads its frames' timestamps (Qwen3-VL's `<t seconds>`, SmolVLM2's `Frame from MM:SS:`) may
+answer a "when" in words. Such an answer is scored on the times it names (`spoken_time_hit`): "12.5 seconds",
+"12 s", "0:12" / "00:12" (MM:SS), "1:02:03" (H:MM:SS) and "2 minutes". It is right when every time it names
+lies inside one of the question's evidence spans widened by one sampling period plus `SPOKEN_TIME_TOLERANCE_S`
+on each side (the slack covers MM:SS rounding to whole seconds and Qwen3-VL stamping a temporal patch of two
+frames with their mean time); naming several times, one of them wrong, is wrong, as listing colours is. Times
+are read as seconds since the memory's first frame, which is how both processors count and what the replay's
+stream time is (its first message is stream time 0). An answer that names no time falls back to the evidence.
 """
 from __future__ import annotations
 
@@ -30,10 +38,18 @@ from typing import Sequence
 from .questions import Question
 
 __all__ = ["normalise", "answer_category", "match_free_text", "match_choice", "is_correct", "evidence_hit", "score",
-           "EVIDENCE_SCORED_KINDS"]
+           "EVIDENCE_SCORED_KINDS", "SPOKEN_TIME_TOLERANCE_S", "spoken_times", "spoken_time_hit"]
 
 #: question kinds whose `correct` is the evidence hit (question_gen's `when`)
 EVIDENCE_SCORED_KINDS: tuple[str, ...] = ("when",)
+
+#: seconds of slack, beyond one sampling period, for a time named in an answer (MM:SS rounds to whole seconds)
+SPOKEN_TIME_TOLERANCE_S = 1.0
+
+# H:MM:SS or MM:SS; then "12.5 seconds" / "12 s" / "12 sec"; then "2 minutes" / "2 min"
+_CLOCK = re.compile(r"\b(?:(\d+):)?(\d{1,2}):(\d{2})(?:\.(\d+))?\b")
+_SECONDS = re.compile(r"\b(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b", re.IGNORECASE)
+_MINUTES = re.compile(r"\b(\d+(?:\.\d+)?)\s*(?:minutes?|mins?)\b", re.IGNORECASE)
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -142,8 +158,41 @@ def evidence_hit(question: Question, evidence: Sequence[Sequence[float]], period
     return any(start <= hi + period and end >= lo - period for lo, hi in question.evidence)
 
 
-def score(question: Question, prediction: str, hit: bool | None) -> bool:
-    """`correct` of one answer: the evidence hit for `EVIDENCE_SCORED_KINDS`, the text otherwise."""
+def spoken_times(text: str) -> list[float]:
+    """Every time named in `text`, in seconds, in the order named (see the module docstring for the forms).
+
+    >>> spoken_times("at 0:12, and again at 1:02:03 or <12.5 seconds>, 2 minutes in")
+    [12.0, 3723.0, 12.5, 120.0]
+    """
+    found: list[tuple[int, float]] = []
+    taken: list[tuple[int, int]] = []
+    for match in _CLOCK.finditer(text):
+        hours, minutes, seconds, fraction = match.groups()
+        value = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + float(f"0.{fraction or 0}")
+        found.append((match.start(), float(value)))
+        taken.append(match.span())
+    for pattern, scale in ((_SECONDS, 1.0), (_MINUTES, 60.0)):
+        for match in pattern.finditer(text):
+            if any(lo <= match.start() < hi for lo, hi in taken):
+                continue  # "0:12 s": the clock form already read it
+            found.append((match.start(), float(match.group(1)) * scale))
+    return [value for _, value in sorted(found)]
+
+
+def spoken_time_hit(question: Question, prediction: str, period: float) -> bool | None:
+    """Whether every time `prediction` names lies in one of the question's evidence spans, widened by
+    `period` + SPOKEN_TIME_TOLERANCE_S on each side. None when it names no time or the question has no spans."""
+    times = spoken_times(prediction)
+    if not times or not question.evidence:
+        return None
+    slack = float(period) + SPOKEN_TIME_TOLERANCE_S
+    return all(any(lo - slack <= t <= hi + slack for lo, hi in question.evidence) for t in times)
+
+
+def score(question: Question, prediction: str, hit: bool | None, period: float = 0.0) -> bool:
+    """`correct` of one answer. For `EVIDENCE_SCORED_KINDS`: the times the answer names if it names any
+    (`spoken_time_hit`, `period` = seconds between sampled frames), else the evidence hit; the text otherwise."""
     if question.kind in EVIDENCE_SCORED_KINDS:
-        return bool(hit)
+        spoken = spoken_time_hit(question, prediction, period)
+        return bool(hit) if spoken is None else spoken
     return is_correct(question, prediction)

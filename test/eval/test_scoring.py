@@ -78,5 +78,41 @@ def test_evidence_hit_and_when_scoring():
     assert evidence_hit(when, [], 0.5) is None
     no_spans = Question(id="c", topic="/c", time=30.0, question="What colour?", answers=("red",), tags=("colour",))
     assert evidence_hit(no_spans, [(1.0, 1.5, 1.0)], 0.5) is None
-    assert score(when, "yes", True) and not score(when, "10.0-14.0 s", False)  # "when" is scored on evidence
+    assert score(when, "yes", True) and not score(when, "yes", False)  # a "when" naming no time: on evidence
     assert score(no_spans, "red", False) and not score(no_spans, "blue", True)  # others on their text
+
+
+@pytest.mark.parametrize("text, times", [
+    ("<12.5 seconds>", [12.5]),
+    ("At 0:12.", [12.0]),
+    ("Frame from 01:05", [65.0]),
+    ("1:02:03", [3723.0]),
+    ("about 12 s ago", [12.0]),
+    ("2 minutes in", [120.0]),
+    ("at 0:12 s and 40 seconds", [12.0, 40.0]),  # the clock form is read once
+    ("the red cube", []),
+    ("3 balls", []),  # a count is not a time
+])
+def test_spoken_times(text, times):
+    from infinipot_eval.scoring import spoken_times
+
+    assert spoken_times(text) == times
+
+
+def test_a_when_answer_that_names_a_time_is_scored_on_that_time():
+    """Qwen3-VL / SmolVLM2 read frame times and can say them: the text decides, with a documented slack."""
+    from infinipot_eval.scoring import SPOKEN_TIME_TOLERANCE_S, score, spoken_time_hit
+
+    when = Question(id="w", topic="/c", time=30.0, question="When did you see the red cube?",
+                    answers=("10.0-14.0 s",), tags=("when",), evidence=((10.0, 14.0),))
+    period = 0.5
+    edge = 14.0 + period + SPOKEN_TIME_TOLERANCE_S
+    assert spoken_time_hit(when, "<12.5 seconds>", period) is True
+    assert spoken_time_hit(when, f"{edge:.1f} seconds", period) is True
+    assert spoken_time_hit(when, f"{edge + 0.1:.1f} seconds", period) is False
+    assert spoken_time_hit(when, "At 0:09.", period) is True and spoken_time_hit(when, "At 0:20.", period) is False
+    assert spoken_time_hit(when, "at 12 s or at 25 s", period) is False  # one named time is wrong
+    assert spoken_time_hit(when, "a red cube", period) is None
+    # the spoken time overrides the evidence either way; no time named: the evidence decides
+    assert score(when, "12 seconds", False, period) and not score(when, "25 seconds", True, period)
+    assert score(when, "a while ago", True, period) and not score(when, "a while ago", False, period)
