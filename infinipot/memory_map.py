@@ -24,7 +24,7 @@ class HeldFrame:
     frame_id: int
     start: float  # stream seconds of its first raw frame
     end: float  # ... of its last raw frame
-    tokens: float  # slots it fills, mean over layers and KV heads
+    tokens: float  # slots it fills (visual tokens and its per-frame text), mean over layers and KV heads
 
 
 def held_frames(store: object, stamps: Mapping[int, tuple[float, float]]) -> tuple[HeldFrame, ...]:

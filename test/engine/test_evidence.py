@@ -21,7 +21,8 @@ QUESTION = "what colour was the cube?"
 
 
 def _budget(adapter, frames: int = 5) -> int:
-    return len(adapter.prefix_token_ids()) + frames * adapter.tokens_per_frame
+    """|M| for `frames` temporal frames, each with its visual tokens and its per-frame text (timestamps)."""
+    return len(adapter.prefix_token_ids()) + frames * (adapter.tokens_per_frame + adapter.max_frame_text_tokens)
 
 
 def _stream(session: StreamingSession, frames, step: float = 0.5) -> None:
@@ -125,7 +126,7 @@ def test_held_frames_count_what_the_store_holds(adapter, make_frames):
     ids = set(store.frame_id[:, :, : store.length].flatten().tolist()) - {-1}
     assert [h.frame_id for h in held] == sorted(ids)
     assert math.isclose(sum(h.tokens for h in held), store.length - store.prefix_length, abs_tol=1e-9)
-    assert all(0 < h.tokens <= adapter.tokens_per_frame for h in held)
+    assert all(0 < h.tokens <= adapter.tokens_per_frame + adapter.max_frame_text_tokens for h in held)
     stamps = session._counters.frame_stamps
     assert all((h.start, h.end) == stamps[h.frame_id] for h in held)
     assert held[-1].end == session.stats().memory_end
