@@ -50,6 +50,7 @@ from .conversion import ImageConversionError, message_to_rgb  # noqa: E402
 from .executor import BoundedThreadsExecutor  # noqa: E402
 from .diagnostics import CameraHealth, camera_status, worker_status  # noqa: E402
 from .frame_queue import WorkQueues  # noqa: E402
+from .transport import TransportLossCounter  # noqa: E402
 from .parameters import CameraConfig, NodeSettings, declare_parameters, validate_update  # noqa: E402
 from infinipot.sampling import FrameSampler  # noqa: E402
 from .worker import AskRequest, AskResult, FrameItem, InferenceWorker, ResetRequest  # noqa: E402
@@ -89,8 +90,11 @@ class _CameraState:
     sampler_dropped: int = 0
     rejected: int = 0
     last_frame_wall: float | None = None
+    transport: TransportLossCounter = field(default_factory=TransportLossCounter)
     # stats-timer bookkeeping
     prev_rejected: int = 0
+    prev_received: int = 0
+    prev_lost: int = 0
     prev_ingested: int = 0
     prev_time: float = field(default_factory=time.monotonic)
 
@@ -118,7 +122,8 @@ class InfiniPotNode(Node):
             self.create_subscription(
                 msg_type,
                 cam.config.topic,
-                lambda msg, cam=cam: self._on_image(cam, msg),
+                # two arguments: rclpy passes the MessageInfo too (publisher sequence numbers)
+                lambda msg, info, cam=cam: self._on_image(cam, msg, info),
                 _image_qos(s.image_qos, s.image_qos_depth),
                 callback_group=MutuallyExclusiveCallbackGroup(),
             )
@@ -161,9 +166,10 @@ class InfiniPotNode(Node):
                 setattr(self.settings, p.name, p.value)
 
     # ----- frames -------------------------------------------------------------------------------
-    def _on_image(self, cam: _CameraState, msg: Image | CompressedImage) -> None:
-        """Sample by header stamp, convert, enqueue. Never blocks on the model."""
+    def _on_image(self, cam: _CameraState, msg: Image | CompressedImage, info: dict | None = None) -> None:
+        """Count transport loss, sample by header stamp, convert, enqueue. Never blocks on the model."""
         cam.received += 1
+        cam.transport.observe(info)
         cam.last_frame_wall = time.monotonic()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         decision = cam.sampler.peek(stamp)
@@ -311,6 +317,7 @@ class InfiniPotNode(Node):
             msg.frames_ingested = ingested
             msg.frames_skipped = cam.sampler_dropped
             msg.frames_overflowed = overflowed
+            msg.frames_lost_in_transport = cam.transport.lost
             msg.compressions = int(session.get("compressions", 0))
             msg.tokens_evicted = int(session.get("tokens_evicted", 0))
             msg.last_compression_s = float(session.get("last_compression_s", 0.0))
@@ -330,9 +337,12 @@ class InfiniPotNode(Node):
                 seconds_since_frame=None if cam.last_frame_wall is None else now - cam.last_frame_wall,
                 queue_depth=q.depth, queue_capacity=q.capacity, queue_max_depth=q.max_depth_seen,
                 ingest_fps=fps, session=session,
+                frames_lost_in_transport=cam.transport.lost, lost_since_last=cam.transport.lost - cam.prev_lost,
+                received_since_last=cam.received - cam.prev_received,
             )
             diag.status.append(camera_status(health, hardware_id, worker_ok))
             cam.prev_rejected, cam.prev_ingested, cam.prev_time = rejected, ingested, now
+            cam.prev_received, cam.prev_lost = cam.received, cam.transport.lost
         status = worker_status(snap, self._worker.alive, snap.errors - self._prev_errors, hardware_id,
                                self.settings.model)
         if snap.last_model_error_at is not None and now - snap.last_model_error_at < MODEL_ERROR_HOLD_S:
