@@ -23,7 +23,7 @@ import psutil
 from infinipot.errors import InfiniPotError
 from infinipot.session import SessionConfig, StreamingSession
 from infinipot_ros.conversion import ImageConversionError, message_to_rgb
-from infinipot.sampling import FrameSampler
+from infinipot.sampling import STAMP_RESTART_S, FrameSampler
 
 from .bagio import iter_image_messages
 from .questions import Question
@@ -118,8 +118,8 @@ class NodeFrameSteps:
     so it does not take a good frame's sampling slot.
     """
 
-    def __init__(self, sample_hz: float) -> None:
-        self._sampler = FrameSampler(sample_hz)
+    def __init__(self, sample_hz: float, stamp_restart_s: float = STAMP_RESTART_S) -> None:
+        self._sampler = FrameSampler(sample_hz, stamp_restart_s=stamp_restart_s)
         self.first_stamp: float | None = None
         self.sampled = 0  # frames the node hands to its worker
         self.rejected = 0  # frames the sampler kept but that do not convert

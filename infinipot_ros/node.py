@@ -88,6 +88,7 @@ class _CameraState:
     received: int = 0
     sampled: int = 0
     sampler_dropped: int = 0
+    out_of_order: int = 0
     rejected: int = 0
     last_frame_wall: float | None = None
     transport: TransportLossCounter = field(default_factory=TransportLossCounter)
@@ -112,7 +113,8 @@ class InfiniPotNode(Node):
         s = self.settings
         self._queues: WorkQueues = WorkQueues(s.queue_size, REQUEST_QUEUE_SIZE)
         self._cameras = {
-            c.name: _CameraState(config=c, sampler=FrameSampler(s.sample_rate_hz)) for c in s.cameras
+            c.name: _CameraState(config=c, sampler=FrameSampler(s.sample_rate_hz, stamp_restart_s=s.stamp_restart_s))
+            for c in s.cameras
         }
         self._worker = InferenceWorker(s, self._queues, self.get_logger())
         self._prev_errors = 0
@@ -156,6 +158,9 @@ class InfiniPotNode(Node):
             if p.name == "sample_rate_hz":
                 for cam in self._cameras.values():
                     cam.sampler.rate_hz = p.value
+            elif p.name == "stamp_restart_s":
+                for cam in self._cameras.values():
+                    cam.sampler.stamp_restart_s = p.value
             elif p.name == "stats_period_s":
                 self._stats_timer.cancel()
                 self.destroy_timer(self._stats_timer)
@@ -174,8 +179,7 @@ class InfiniPotNode(Node):
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         decision = cam.sampler.peek(stamp)
         if not decision.keep and not self.settings.validate_all_frames:
-            cam.sampler.commit(stamp, decision)
-            cam.sampler_dropped += 1
+            self._not_sampled(cam, stamp, decision)
             return
         try:
             rgb = message_to_rgb(msg, self.settings.max_image_pixels)
@@ -187,14 +191,22 @@ class InfiniPotNode(Node):
             )
             return
         if not decision.keep:  # validated only (validate_all_frames), not sampled
-            cam.sampler.commit(stamp, decision)
-            cam.sampler_dropped += 1
+            self._not_sampled(cam, stamp, decision)
             return
         cam.sampler.commit(stamp, decision)
         cam.sampled += 1
         self._queues.frames.push(
             cam.config.name, FrameItem(cam.config.name, rgb, stamp, restarted=decision.restarted)
         )
+
+    @staticmethod
+    def _not_sampled(cam: _CameraState, stamp: float, decision: Any) -> None:
+        """Record a frame the sampler does not keep: thinned (skipped) or a little earlier (out of order)."""
+        cam.sampler.commit(stamp, decision)
+        if decision.out_of_order:
+            cam.out_of_order += 1
+        else:
+            cam.sampler_dropped += 1
 
     # ----- questions ----------------------------------------------------------------------------
     def _check_question(self, request: AskVideo.Request) -> tuple[str, str]:
@@ -300,7 +312,7 @@ class InfiniPotNode(Node):
             fps = max(ingested - cam.prev_ingested, 0) / dt
             rejected = cam.rejected + snap.frames_rejected.get(name, 0)
             overflowed = q.dropped + snap.frames_discarded.get(name, 0)
-            dropped = cam.sampler_dropped + overflowed
+            dropped = cam.sampler_dropped + overflowed + cam.out_of_order
 
             msg = CacheStats()
             msg.header.stamp = stamp
@@ -318,6 +330,8 @@ class InfiniPotNode(Node):
             msg.frames_skipped = cam.sampler_dropped
             msg.frames_overflowed = overflowed
             msg.frames_lost_in_transport = cam.transport.lost
+            msg.frames_out_of_order = cam.out_of_order
+            msg.stream_restarts = snap.restarts.get(name, 0)
             msg.compressions = int(session.get("compressions", 0))
             msg.tokens_evicted = int(session.get("tokens_evicted", 0))
             msg.last_compression_s = float(session.get("last_compression_s", 0.0))

@@ -25,6 +25,8 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from infinipot.sampling import STAMP_RESTART_S
+
 __all__ = [
     "PARAMETERS",
     "NodeSettings",
@@ -120,6 +122,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Convert every received image, not only the sampled ones, so malformed messages between "
               "sampling slots are counted too (costs one decode per message; for audits and stress tests).",
               read_only=False),
+    ParamSpec("stamp_restart_s", STAMP_RESTART_S,
+              "A frame stamped earlier than the camera's newest one by at most this many seconds (jitter, "
+              "reordering in transport) is dropped and counted as out of order; the memory stays. A bigger "
+              "jump back (a looped bag, sim time reset) restarts that camera's stream: its memory starts "
+              "afresh (counted in stream_restarts). 0 = any backwards stamp restarts; a huge value = never "
+              "restart (frames are dropped until the stamps pass the newest one again).",
+              read_only=False, min_value=0.0, max_value=1e9),
     ParamSpec("image_qos", "sensor_data",
               "QoS of the camera subscriptions: sensor_data (best effort, depth 5: the usual choice for live "
               "cameras, late frames are dropped in transport) or reliable (reliable, depth image_qos_depth: "
@@ -251,6 +260,7 @@ class NodeSettings:
     stats_period_s: float
     session_path: str
     on_model_error: str = "reset"
+    stamp_restart_s: float = STAMP_RESTART_S
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -59,7 +59,7 @@ class FrameItem:
     camera: str
     rgb: np.ndarray
     stamp: float
-    #: The camera's stamps went backwards before this frame: start the camera's memory afresh.
+    #: The camera's stamps jumped back (more than stamp_restart_s) before this frame: start its memory afresh.
     restarted: bool = False
 
 
@@ -135,9 +135,10 @@ class WorkerSnapshot:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: camera → frames the engine refused (bad shape/stamp)
     frames_rejected: dict[str, int] = field(default_factory=dict)
-    #: camera → frames thrown away because the engine was not available
+    #: camera → frames thrown away because the engine was not available, or still pending (not yet
+    #: encoded) when the memory was started afresh
     frames_discarded: dict[str, int] = field(default_factory=dict)
-    #: camera → stream restarts (stamps went backwards)
+    #: camera → stream restarts (stamps jumped back)
     restarts: dict[str, int] = field(default_factory=dict)
     requests_answered: int = 0
     requests_failed: int = 0
@@ -170,6 +171,8 @@ class InferenceWorker:
         self._log = logger
         self._loader = engine_loader or load_sessions
         self._sessions: dict[str, Any] = {}
+        #: camera → frames ingested by memories since started afresh (so frames_ingested never restarts)
+        self._ingested_before: dict[str, int] = {}
         self._lock = threading.Lock()
         cams = [c.name for c in settings.cameras]
         self._snap = WorkerSnapshot(
@@ -340,8 +343,11 @@ class InferenceWorker:
 
         session = self._sessions[camera]
         if frame.restarted:
-            session.reset()
-            self._log.warning(f"camera {camera}: stamps went backwards; its video memory starts afresh")
+            self._start_afresh(camera)
+            self._log.warning(
+                f"camera {camera}: stamps jumped back to {frame.stamp:.3f}s (more than stamp_restart_s); its "
+                "video memory starts afresh"
+            )
             with self._lock:
                 self._snap.restarts[camera] = self._snap.restarts.get(camera, 0) + 1
         try:
@@ -397,35 +403,54 @@ class InferenceWorker:
 
                 lower = int(budget.threshold_tokens) // 2
                 config = replace(session.config, budget_tokens=lower, budget_mb=None)
+                self._count_forgotten(camera, session)
                 # The old session stays alive until the new (half-size) one exists, as the fallback.
                 try:
                     self._sessions[camera] = type(session)(session.adapter, config)
                 except BudgetError as err:  # already as small as the model allows
                     self._sessions[camera] = session
-                    session.reset()
+                    session.reset()  # counted above
                     return f"memory reset; budget kept at {budget.threshold_tokens} tokens ({err})"
                 except BaseException:
                     self._sessions[camera] = session  # never leave the camera without a memory
-                    session.reset()
+                    session.reset()  # counted above
                     raise
                 del session
                 _release_device_memory()
                 return f"memory reset with the budget lowered from {budget.threshold_tokens} to {lower} tokens"
-            session.reset()
+            self._start_afresh(camera)
             return "memory reset (uncapped memory: no budget to lower)"
-        session.reset()
+        self._start_afresh(camera)
         return "memory reset (on_model_error=reset)"
 
     def _reset(self, req: ResetRequest) -> None:
         dropped = self._queues.frames.clear()
-        for session in self._sessions.values():
-            session.reset()
+        for camera in self._sessions:
+            self._start_afresh(camera)
         self._refresh()
         req.finish((True, f"cleared {len(self._sessions)} camera memories and {dropped} queued frames"))
+
+    def _count_forgotten(self, camera: str, session: Any) -> None:
+        """Before a memory is started afresh: keep its frame counts (frames_ingested counts over the node's
+        life, like the node's own counters; frames still pending are lost and counted as discarded)."""
+        stats = session.stats()
+        self._ingested_before[camera] = self._ingested_before.get(camera, 0) + int(stats.frames_ingested)
+        with self._lock:
+            self._snap.frames_discarded[camera] = (
+                self._snap.frames_discarded.get(camera, 0) + int(stats.frames_pending)
+            )
+
+    def _start_afresh(self, camera: str) -> None:
+        """Reset one camera's memory, keeping its counters consistent."""
+        session = self._sessions[camera]
+        self._count_forgotten(camera, session)
+        session.reset()
 
     def _refresh(self, camera: str | None = None) -> None:
         names = list(self._sessions) if camera is None else [camera]
         stats = {name: self._sessions[name].stats().as_dict() for name in names}
+        for name, values in stats.items():
+            values["frames_ingested"] = int(values["frames_ingested"]) + self._ingested_before.get(name, 0)
         with self._lock:
             self._snap.sessions.update(stats)
 
