@@ -135,6 +135,11 @@ def worker_status(
         "last_error": snapshot.last_error,
         "busy_s": snapshot.busy_s,
         "last_ask_s": snapshot.last_ask_s,
+        "snapshots": snapshot.snapshots,
+        "snapshot_errors": snapshot.snapshot_errors,
+        "last_snapshot_stall_s": snapshot.last_snapshot_stall_s,
+        "last_snapshot_write_s": snapshot.last_snapshot_write_s,
+        "last_snapshot_bytes": snapshot.last_snapshot_bytes,
     }
     return DiagnosticStatus(
         level=level, name="infinipot: worker", message=message, hardware_id=hardware_id,

@@ -170,8 +170,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("stats_period_s", 1.0, "Period of ~/cache_stats and /diagnostics.",
               read_only=False, min_value=0.05, max_value=3600.0),
     ParamSpec("session_path", "",
-              "Directory to save each camera's video memory at shutdown and restore it at start-up; "
-              "empty = no persistence."),
+              "Directory to save each camera's video memory (every session_save_period_s and at shutdown, "
+              "atomically) and restore it at start-up; empty = no persistence. A memory saved under other "
+              "budget or policy parameters is rebuilt for the current ones, one saved by another model is "
+              "refused and kept aside; both with a WARN line."),
+    ParamSpec("session_save_period_s", 30.0,
+              "Seconds between snapshots of the changed video memories to session_path, so a crash or "
+              "kill -9 loses at most this much; 0 = save at shutdown only.",
+              read_only=False, min_value=0.0, max_value=86400.0),
     # --- fault handling ----------------------------------------------------------------------------
     ParamSpec("on_model_error", "reset",
               "What the worker does with a camera's video memory after a model call failed (e.g. CUDA out "
@@ -261,6 +267,7 @@ class NodeSettings:
     session_path: str
     on_model_error: str = "reset"
     stamp_restart_s: float = STAMP_RESTART_S
+    session_save_period_s: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
