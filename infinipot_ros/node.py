@@ -57,8 +57,6 @@ from .worker import AskRequest, AskResult, FrameItem, InferenceWorker, ResetRequ
 
 __all__ = ["InfiniPotNode", "main"]
 
-#: Questions that may wait for the worker at once; more are refused with "busy".
-REQUEST_QUEUE_SIZE = 8
 #: Service requests DDS holds for the node before a callback takes them. rclpy's default service QoS keeps
 #: only the last 10, so in a burst of questions the older ones were overwritten in transport and their
 #: callers never got a reply (seen with 30 concurrent calls). Deep enough for bursts from many clients;
@@ -111,7 +109,7 @@ class InfiniPotNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         s = self.settings
-        self._queues: WorkQueues = WorkQueues(s.queue_size, REQUEST_QUEUE_SIZE)
+        self._queues: WorkQueues = WorkQueues(s.queue_size, s.max_pending_questions)
         self._cameras = {
             c.name: _CameraState(config=c, sampler=FrameSampler(s.sample_rate_hz, stamp_restart_s=s.stamp_restart_s))
             for c in s.cameras
@@ -243,7 +241,8 @@ class InfiniPotNode(Node):
             if not self._worker.alive:
                 req.fail("model worker is not running")
             elif not self._queues.requests.push(req):
-                req.fail(f"busy: {REQUEST_QUEUE_SIZE} questions already waiting")
+                req.fail(f"busy: {self.settings.max_pending_questions} questions already waiting "
+                         "(max_pending_questions)")
             result = req.wait(timeout)
             if result is None:
                 req.cancel()
@@ -377,15 +376,15 @@ class InfiniPotNode(Node):
             self.get_logger().warning("worker still busy at shutdown; leaving it behind")
 
 
-def executor_threads(cameras: int) -> int:
+def executor_threads(cameras: int, max_pending_questions: int) -> int:
     """Threads of the node's executor: enough that the callbacks that block can never take them all.
 
-    /ask_video and ~/reset callbacks block while the worker answers; at most REQUEST_QUEUE_SIZE wait in the
+    /ask_video and ~/reset callbacks block while the worker answers; at most max_pending_questions wait in the
     queue plus one being answered (more are refused at once, see `_on_ask`). On top: one thread per camera
     (each camera's callback group runs one callback at a time), one for the stats timer and one for the
     quick replies (refusals, parameter services). With fewer, questions could starve the cameras.
     """
-    return REQUEST_QUEUE_SIZE + 1 + cameras + 2
+    return max_pending_questions + 1 + cameras + 2
 
 
 def _image_qos(kind: str, depth: int) -> QoSProfile:
@@ -404,7 +403,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"[infinipot] cannot start: {type(err).__name__}: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = BoundedThreadsExecutor(num_threads=executor_threads(len(node.settings.cameras)))
+    executor = BoundedThreadsExecutor(num_threads=executor_threads(len(node.settings.cameras), node.settings.max_pending_questions))
     executor.add_node(node)
     try:
         executor.spin()

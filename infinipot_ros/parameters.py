@@ -32,6 +32,7 @@ __all__ = [
     "NodeSettings",
     "ParamSpec",
     "declare_parameters",
+    "default_of",
     "validate_update",
 ]
 
@@ -163,6 +164,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               min_value=1, max_value=8192),
     ParamSpec("max_answer_tokens", 32, "Most tokens generated per answer (/ask_video's max_new_tokens "
               "is clamped to it).", min_value=1, max_value=4096),
+    ParamSpec("max_pending_questions", 8,
+              "Questions that may wait for the model at once (besides the one being answered); more are "
+              "refused at once with success=false and \"busy\". Each waiting question holds one executor "
+              "thread, so the pool is sized from it.", min_value=1, max_value=256),
     ParamSpec("request_timeout_s", 30.0,
               "A question not answered within this many seconds gets success=false.",
               read_only=False, min_value=0.1, max_value=3600.0),
@@ -189,6 +194,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+
+def default_of(name: str) -> Any:
+    """The declared default of parameter `name` (tools that mimic the node take their defaults here)."""
+    return _BY_NAME[name].default
 
 
 def declare_parameters(node: Node) -> None:
@@ -268,6 +278,7 @@ class NodeSettings:
     on_model_error: str = "reset"
     stamp_restart_s: float = STAMP_RESTART_S
     session_save_period_s: float = 30.0
+    max_pending_questions: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
