@@ -96,3 +96,15 @@ def test_rebuilt_into_a_bigger_budget_keeps_the_cache_bit_identical(adapter, mak
         for a, b in zip(small.store.view(layer), big.store.view(layer)):
             assert torch.equal(a, b)
     assert big.ask(QUESTION, max_new_tokens=3).text == small.ask(QUESTION, max_new_tokens=3).text
+
+
+def test_rebuilt_uncapped_and_back(adapter, make_frames):
+    capped = StreamingSession(adapter, SessionConfig(budget_tokens=_budget(adapter, 6)))
+    _stream(capped, make_frames(adapter.frames_per_step * 9, seed=6))
+    full = capped.rebuilt(SessionConfig(policy="full"))
+    assert full.budget is None and full.stats().tokens_held == capped.stats().tokens_held
+    _stream(full, make_frames(adapter.frames_per_step * 6, seed=7), start=100.0)  # the uncapped store grows
+    assert full.stats().tokens_held > capped.budget.threshold_tokens
+    again = full.rebuilt(SessionConfig(budget_tokens=_budget(adapter, 6), policy="uniform"))
+    assert again.stats().tokens_held <= again.budget.target_tokens
+    assert again.stats().memory_end == full.stats().memory_end
