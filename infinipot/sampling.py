@@ -8,14 +8,25 @@ delays or executor scheduling.
 The kept frames sit on a fixed grid anchored at the first kept frame (``t0, t0 + 1/rate, ...``) so the mean
 rate is exact over long runs and does not drift; a frame up to `jitter_fraction` of a period early still
 counts for its slot (camera stamps jitter). A kept frame more than half a period late for its slot (after a
-gap) restarts the grid there, so kept frames are never closer than (0.5 - jitter_fraction) periods. A stamp that goes backwards (a looped bag, a restarted driver, sim time reset) restarts the sampler;
+gap) restarts the grid there, so kept frames are never closer than (0.5 - jitter_fraction) periods.
+
+Stamps that go backwards: a frame at most `stamp_restart_s` earlier than the newest one seen (jitter, two
+publishers' frames reordered in transport) is dropped and counted as out of order; the stream and its memory
+go on. Only a bigger jump back (a looped bag, a restarted driver, sim time reset) restarts the sampler, and
 the decision reports it so the caller can start a fresh stream (the engine requires non-decreasing stamps).
+`stamp_restart_s` = 0 restarts on any backwards stamp; a huge value never restarts (frames are dropped
+until the stamps pass the newest one again).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FrameSampler", "SampleDecision"]
+__all__ = ["FrameSampler", "SampleDecision", "STAMP_RESTART_S"]
+
+#: Default of `stamp_restart_s` (and of the node parameter): a jump back by more than this many seconds
+#: restarts the stream. Jitter and reordering are a few frame intervals (tens of ms); a looped bag or a sim
+#: time reset jumps back by seconds or more.
+STAMP_RESTART_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -23,8 +34,11 @@ class SampleDecision:
     """What to do with one frame."""
 
     keep: bool
-    #: The stamp went backwards: the stream restarted (the sampler reset itself; this frame is kept).
+    #: The stamp jumped back by more than `stamp_restart_s`: the stream restarted (the sampler reset
+    #: itself; this frame is kept).
     restarted: bool = False
+    #: The stamp is earlier than the newest one, by at most `stamp_restart_s`: dropped (keep is False).
+    out_of_order: bool = False
 
 
 class FrameSampler:
@@ -34,11 +48,13 @@ class FrameSampler:
     callback (or guard it).
     """
 
-    def __init__(self, rate_hz: float, jitter_fraction: float = 0.05) -> None:
+    def __init__(self, rate_hz: float, jitter_fraction: float = 0.05,
+                 stamp_restart_s: float = STAMP_RESTART_S) -> None:
         if rate_hz < 0:
             raise ValueError(f"rate_hz must be >= 0, got {rate_hz}")
         if not 0.0 <= jitter_fraction < 1.0:
             raise ValueError(f"jitter_fraction must be in [0, 1), got {jitter_fraction}")
+        self.stamp_restart_s = stamp_restart_s
         self._rate_hz = float(rate_hz)
         self._jitter_fraction = float(jitter_fraction)
         self._next_due: float | None = None
@@ -46,6 +62,18 @@ class FrameSampler:
         self.seen = 0
         self.kept = 0
         self.restarts = 0
+        self.out_of_order = 0
+
+    @property
+    def stamp_restart_s(self) -> float:
+        return self._stamp_restart_s
+
+    @stamp_restart_s.setter
+    def stamp_restart_s(self, value: float) -> None:
+        """How far back (seconds) a stamp must jump to restart the stream; less is out of order."""
+        if not value >= 0:
+            raise ValueError(f"stamp_restart_s must be >= 0, got {value}")
+        self._stamp_restart_s = float(value)
 
     @property
     def rate_hz(self) -> float:
@@ -75,7 +103,9 @@ class FrameSampler:
         frame does not use up a sampling slot (`commit` afterwards, or never for a rejected frame).
         """
         if self._last_stamp is not None and stamp < self._last_stamp:
-            return SampleDecision(keep=True, restarted=True)
+            if self._last_stamp - stamp > self._stamp_restart_s:
+                return SampleDecision(keep=True, restarted=True)
+            return SampleDecision(keep=False, out_of_order=True)
         period = self.period_s
         keep = (
             self._next_due is None
@@ -87,6 +117,9 @@ class FrameSampler:
     def commit(self, stamp: float, decision: SampleDecision) -> None:
         """Record a frame decided by `peek`."""
         self.seen += 1
+        if decision.out_of_order:  # dropped; the newest stamp stays the reference
+            self.out_of_order += 1
+            return
         if decision.restarted:
             self.restarts += 1
             self.reset()

@@ -47,6 +47,7 @@ __all__ = [
     "CompressionListener",
     "EvidenceFrame",
     "HeldFrame",
+    "make_checkpoint",
     "save_session",
     "load_session",
 ]
@@ -295,9 +296,12 @@ class StreamingSession:
             self.store.truncate(min(length, min(self.store.layer_length(i) for i in range(self.store.num_layers))))
             raise
 
-    def _compress(self) -> None:
-        assert self.budget is not None and self.policy is not None
-        report = compress_store(self.store, self.policy, self.budget.target_tokens, self.adapter.frame_grid)
+    def _compress(self, policy: object = None, target_tokens: int | None = None) -> None:
+        """One compression pass with this session's policy and target (or the given ones, see `rebuilt`)."""
+        assert policy is not None or (self.budget is not None and self.policy is not None)
+        policy = self.policy if policy is None else policy
+        target = self.budget.target_tokens if target_tokens is None else target_tokens  # type: ignore[union-attr]
+        report = compress_store(self.store, policy, target, self.adapter.frame_grid)
         c = self._counters
         c.compressions += 1
         c.tokens_evicted += int(report.tokens_evicted)
@@ -446,6 +450,31 @@ class StreamingSession:
         )
 
     # ------------------------------------------------------------------ persistence
+    def rebuilt(self, config: SessionConfig) -> "StreamingSession":
+        """A new session on the same adapter with `config` that holds this session's memory.
+
+        Why: a memory restored under other budget or policy parameters must follow the parameters the
+        node runs with now, without being thrown away. The cached keys and values stay valid (same model):
+        they are moved into a store sized for `config`; when they exceed the new threshold |M|, one
+        compression pass with the new policy shrinks them to the new target |C| first. Counters, stamps
+        and pending frames carry over. This session is left compressed (discard it).
+        Raises BudgetError when `config` is impossible for this adapter (nothing is changed then).
+        """
+        new = StreamingSession(self.adapter, config)
+        if new.budget is not None and self.store.length > new.budget.threshold_tokens:
+            self._compress(new.policy, new.budget.target_tokens)
+        new.store.load_state_dict(self.store.state_dict())
+        counters = _Counters(**{f.name: getattr(self._counters, f.name) for f in fields(_Counters)})
+        counters.frame_stamps = dict(self._counters.frame_stamps)
+        new._counters = counters
+        new._pending = list(self._pending)
+        return new
+
+    def checkpoint(self) -> SessionCheckpoint:
+        """The session's whole state as a `SessionCheckpoint` of copies (safe to write from another thread
+        while this session streams on)."""
+        return make_checkpoint(self)
+
     def save(self, path: str | Path) -> Path:
         """Write the whole session state (store, counters, stamps, config, pending frames) to `path`."""
         return save_session(self, path)
@@ -456,19 +485,24 @@ class StreamingSession:
         return load_session(path, adapter)
 
 
-def save_session(session: StreamingSession, path: str | Path) -> Path:
-    """Write `session` to `path` in the checkpoint format of infinipot/persistence.py; returns the path."""
+def make_checkpoint(session: StreamingSession) -> SessionCheckpoint:
+    """`session`'s state in the checkpoint format of infinipot/persistence.py (tensors copied to the CPU)."""
     counters = session._counters
     scalar = {f.name: getattr(counters, f.name) for f in fields(_Counters) if f.name != "frame_stamps"}
-    checkpoint = SessionCheckpoint(
+    return SessionCheckpoint(
         fingerprint=session.adapter.fingerprint(),
         config=session.config.as_dict(),
         store=session.store.state_dict(),
         counters=scalar,
         frame_stamps=dict(counters.frame_stamps),
-        pending=list(session._pending),
+        pending=list(session._pending),  # frames are copied on add_frame and never written to again
+        model_name=str(getattr(session.adapter, "name", "") or ""),
     )
-    return write_checkpoint(checkpoint, path)
+
+
+def save_session(session: StreamingSession, path: str | Path) -> Path:
+    """Write `session` to `path` (atomically) in the checkpoint format; returns the path."""
+    return write_checkpoint(make_checkpoint(session), path)
 
 
 def load_session(path: str | Path, adapter: VLMAdapter) -> StreamingSession:

@@ -21,6 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from infinipot.shipped import DEFAULT_MODEL  # the node's default: the shipped trained model
+from infinipot_ros.parameters import default_of
 
 from .bagio import BagError
 from .questions import QuestionFileError, QuestionSet, load_questions
@@ -41,7 +42,7 @@ def parse_list(text: str, convert=str) -> list:
 
 def evaluate_offline(bag: str | Path, qset: QuestionSet, *, policies: list[str], budgets: list[int],
                      model: str = DEFAULT_MODEL, topic: str | None = None, sample_hz: float = 2.0,
-                     max_new_tokens: int = 16, record_every: int = 1, dtype: str = "float32", device: str = "cpu",
+                     max_new_tokens: int | None = None, record_every: int = 1, dtype: str = "float32", device: str = "cpu",
                      progress: bool = True, adapter: Any = None) -> list[dict[str, Any]]:
     """Run every policy × budget offline and return the report entries (one adapter, a fresh session each).
 
@@ -49,8 +50,10 @@ def evaluate_offline(bag: str | Path, qset: QuestionSet, *, policies: list[str],
     camera) and scored into the same entry (`topics.combined_entry`); `topic` replays only that one."""
     from infinipot.adapters.loading import load_adapter
 
-    from .replay import replay, run_specs
+    from .replay import DEFAULT_MAX_NEW_TOKENS, replay, run_specs
 
+    if max_new_tokens is None:  # the node's max_answer_tokens default (see replay.session_config)
+        max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     bag = Path(bag)
     plan = plan_topics(qset, bag, topic)
     specs = run_specs(policies, budgets)
@@ -90,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--sample-hz", type=float, default=2.0, help="frames per second of stream time given to the model")
-    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=default_of("max_answer_tokens"),
+                   help="answer length limit; the node's max_answer_tokens, which also sizes the KV reserve")
     p.add_argument("--topic", help="replay only this camera topic (default: every topic the questions name; "
                                    "questions for other topics are skipped, named in a warning and the report)")
     p.add_argument("--record-every", type=int, default=1, help="record memory every k-th sampled frame")

@@ -8,6 +8,11 @@ before the first later one, which is what a live driver asking at T would get wi
 
 Stream time is the header stamp minus the topic's first header stamp; frames are given to the engine with
 that stream time, so `Answer.memory_start/end` are stream seconds too.
+
+The session is configured exactly as the node configures it for the same parameters (`session_config`:
+`NodeSettings.session_config_kwargs` over the node's declared defaults, with the run's policy, budget and
+`max_new_tokens` as the node's `max_answer_tokens`), so the store's reserve and therefore the hard cap are
+the node's: the same budget_tokens gives the same cap offline and live.
 """
 from __future__ import annotations
 
@@ -23,14 +28,19 @@ import psutil
 from infinipot.errors import InfiniPotError
 from infinipot.session import SessionConfig, StreamingSession
 from infinipot_ros.conversion import ImageConversionError, message_to_rgb
-from infinipot.sampling import FrameSampler
+from infinipot_ros.parameters import NodeSettings, default_of
+from infinipot.sampling import STAMP_RESTART_S, FrameSampler
 
 from .bagio import iter_image_messages
 from .questions import Question
 from .scoring import evidence_hit, score
 
 __all__ = ["ReplayError", "RunSpec", "StepRecord", "AnswerRecord", "RunResult", "NodeFrameSteps", "run_specs",
-           "replay", "summarise", "evidence_hit_rates"]
+           "replay", "summarise", "evidence_hit_rates", "session_config", "DEFAULT_MAX_NEW_TOKENS"]
+
+#: Answer length limit of the evaluation tools by default: the node's `max_answer_tokens` default, which
+#: also sizes the store's reserve (so the defaults give the node's cap).
+DEFAULT_MAX_NEW_TOKENS: int = default_of("max_answer_tokens")
 
 
 class ReplayError(RuntimeError):
@@ -47,6 +57,16 @@ class RunSpec:
     @property
     def label(self) -> str:
         return self.policy if self.budget is None else f"{self.policy}@{self.budget}"
+
+
+def session_config(spec: RunSpec, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                   options: dict[str, Any] | None = None) -> SessionConfig:
+    """The `SessionConfig` the node builds with `policy`, `budget_tokens` = spec.budget (budget_mb 0),
+    `max_answer_tokens` = max_new_tokens and every other parameter at its default; `options` override
+    SessionConfig fields. ValueError for values the node would refuse."""
+    settings = NodeSettings.from_values({"policy": spec.policy, "budget_tokens": spec.budget or 0, "budget_mb": 0.0,
+                                         "max_answer_tokens": int(max_new_tokens)})
+    return SessionConfig(**{**settings.session_config_kwargs(), **(options or {})})
 
 
 def run_specs(policies: Iterable[str], budgets: Iterable[int]) -> list[RunSpec]:
@@ -129,8 +149,8 @@ class NodeFrameSteps:
     so it does not take a good frame's sampling slot.
     """
 
-    def __init__(self, sample_hz: float) -> None:
-        self._sampler = FrameSampler(sample_hz)
+    def __init__(self, sample_hz: float, stamp_restart_s: float = STAMP_RESTART_S) -> None:
+        self._sampler = FrameSampler(sample_hz, stamp_restart_s=stamp_restart_s)
         self.first_stamp: float | None = None
         self.sampled = 0  # frames the node hands to its worker
         self.rejected = 0  # frames the sampler kept but that do not convert
@@ -175,7 +195,7 @@ def _ask(session: StreamingSession, q: Question, asked_at: float, max_new_tokens
 
 
 def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapter: Any, spec: RunSpec, *,
-           sample_hz: float = 2.0, max_new_tokens: int = 16, record_every: int = 1,
+           sample_hz: float = 2.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, record_every: int = 1,
            session_options: dict[str, Any] | None = None,
            on_message: Callable[[], None] | None = None) -> RunResult:
     """Replay one topic of a bag into a fresh session configured by `spec`; ask `questions` on time.
@@ -186,9 +206,7 @@ def replay(bag_dir: str | Path, topic: str, questions: Iterable[Question], adapt
     if record_every < 1:
         raise ValueError("record_every must be >= 1")
     pending = sorted((q for q in questions if q.topic == topic), key=lambda q: q.time)
-    options = dict(session_options or {})
-    options.setdefault("max_new_tokens", max_new_tokens)
-    session = StreamingSession(adapter, SessionConfig(policy=spec.policy, budget_tokens=spec.budget, **options))
+    session = StreamingSession(adapter, session_config(spec, max_new_tokens, session_options))
     cap = session.stats().kv_cap_bytes
     result = RunResult(spec=spec, cap_bytes=cap or None)
     result.question_spans = [[lo, hi] for q in pending for lo, hi in q.evidence]

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from .eval_cli import DEFAULT_MODEL, evaluate_offline, parse_list
 from .question_gen import DEFAULT_WINDOW_SECONDS
 from .questions import load_questions
-from .replay import evidence_hit_rates
+from .replay import DEFAULT_MAX_NEW_TOKENS, evidence_hit_rates
 from .report import write_report
 from .synth_cli import synthesize
 
@@ -83,7 +83,7 @@ def pool_results(per_bag: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
 
 def run_suite(out: Path, seeds: Sequence[int], *, seconds: float, policies: list[str], budgets: list[int],
               model: str = DEFAULT_MODEL, window_seconds: float = DEFAULT_WINDOW_SECONDS,
-              max_questions: int = 40, sample_hz: float = 2.0, max_new_tokens: int = 16, dtype: str = "float32",
+              max_questions: int = 40, sample_hz: float = 2.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, dtype: str = "float32",
               device: str = "cpu", progress: bool = True) -> dict[str, Path]:
     """Write or reuse the bags under OUT/bags, replay them all, write the pooled report into OUT."""
     from infinipot.adapters.loading import load_adapter
@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="sliding window that separates 'recent' from 'long_range' questions")
     p.add_argument("--max-questions", type=int, default=40, help="questions per bag")
     p.add_argument("--sample-hz", type=float, default=2.0)
-    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help="answer length limit (the node's max_answer_tokens default)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")

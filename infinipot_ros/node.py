@@ -50,14 +50,13 @@ from .conversion import ImageConversionError, message_to_rgb  # noqa: E402
 from .executor import BoundedThreadsExecutor  # noqa: E402
 from .diagnostics import CameraHealth, camera_status, worker_status  # noqa: E402
 from .frame_queue import WorkQueues  # noqa: E402
+from .transport import TransportLossCounter  # noqa: E402
 from .parameters import CameraConfig, NodeSettings, declare_parameters, validate_update  # noqa: E402
 from infinipot.sampling import FrameSampler  # noqa: E402
 from .worker import AskRequest, AskResult, FrameItem, InferenceWorker, MemoryRequest, MemoryResult, ResetRequest  # noqa: E402,E501
 
 __all__ = ["InfiniPotNode", "main"]
 
-#: Questions that may wait for the worker at once; more are refused with "busy".
-REQUEST_QUEUE_SIZE = 8
 #: Service requests DDS holds for the node before a callback takes them. rclpy's default service QoS keeps
 #: only the last 10, so in a burst of questions the older ones were overwritten in transport and their
 #: callers never got a reply (seen with 30 concurrent calls). Deep enough for bursts from many clients;
@@ -89,10 +88,14 @@ class _CameraState:
     received: int = 0
     sampled: int = 0
     sampler_dropped: int = 0
+    out_of_order: int = 0
     rejected: int = 0
     last_frame_wall: float | None = None
+    transport: TransportLossCounter = field(default_factory=TransportLossCounter)
     # stats-timer bookkeeping
     prev_rejected: int = 0
+    prev_received: int = 0
+    prev_lost: int = 0
     prev_ingested: int = 0
     prev_time: float = field(default_factory=time.monotonic)
 
@@ -108,9 +111,10 @@ class InfiniPotNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         s = self.settings
-        self._queues: WorkQueues = WorkQueues(s.queue_size, REQUEST_QUEUE_SIZE)
+        self._queues: WorkQueues = WorkQueues(s.queue_size, s.max_pending_questions)
         self._cameras = {
-            c.name: _CameraState(config=c, sampler=FrameSampler(s.sample_rate_hz)) for c in s.cameras
+            c.name: _CameraState(config=c, sampler=FrameSampler(s.sample_rate_hz, stamp_restart_s=s.stamp_restart_s))
+            for c in s.cameras
         }
         self._worker = InferenceWorker(s, self._queues, self.get_logger())
         self._prev_errors = 0
@@ -120,7 +124,8 @@ class InfiniPotNode(Node):
             self.create_subscription(
                 msg_type,
                 cam.config.topic,
-                lambda msg, cam=cam: self._on_image(cam, msg),
+                # two arguments: rclpy passes the MessageInfo too (publisher sequence numbers)
+                lambda msg, info, cam=cam: self._on_image(cam, msg, info),
                 _image_qos(s.image_qos, s.image_qos_depth),
                 callback_group=MutuallyExclusiveCallbackGroup(),
             )
@@ -154,6 +159,9 @@ class InfiniPotNode(Node):
             if p.name == "sample_rate_hz":
                 for cam in self._cameras.values():
                     cam.sampler.rate_hz = p.value
+            elif p.name == "stamp_restart_s":
+                for cam in self._cameras.values():
+                    cam.sampler.stamp_restart_s = p.value
             elif p.name == "stats_period_s":
                 self._stats_timer.cancel()
                 self.destroy_timer(self._stats_timer)
@@ -164,15 +172,15 @@ class InfiniPotNode(Node):
                 setattr(self.settings, p.name, p.value)
 
     # ----- frames -------------------------------------------------------------------------------
-    def _on_image(self, cam: _CameraState, msg: Image | CompressedImage) -> None:
-        """Sample by header stamp, convert, enqueue. Never blocks on the model."""
+    def _on_image(self, cam: _CameraState, msg: Image | CompressedImage, info: dict | None = None) -> None:
+        """Count transport loss, sample by header stamp, convert, enqueue. Never blocks on the model."""
         cam.received += 1
+        cam.transport.observe(info)
         cam.last_frame_wall = time.monotonic()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         decision = cam.sampler.peek(stamp)
         if not decision.keep and not self.settings.validate_all_frames:
-            cam.sampler.commit(stamp, decision)
-            cam.sampler_dropped += 1
+            self._not_sampled(cam, stamp, decision)
             return
         try:
             rgb = message_to_rgb(msg, self.settings.max_image_pixels)
@@ -184,14 +192,22 @@ class InfiniPotNode(Node):
             )
             return
         if not decision.keep:  # validated only (validate_all_frames), not sampled
-            cam.sampler.commit(stamp, decision)
-            cam.sampler_dropped += 1
+            self._not_sampled(cam, stamp, decision)
             return
         cam.sampler.commit(stamp, decision)
         cam.sampled += 1
         self._queues.frames.push(
             cam.config.name, FrameItem(cam.config.name, rgb, stamp, restarted=decision.restarted)
         )
+
+    @staticmethod
+    def _not_sampled(cam: _CameraState, stamp: float, decision: Any) -> None:
+        """Record a frame the sampler does not keep: thinned (skipped) or a little earlier (out of order)."""
+        cam.sampler.commit(stamp, decision)
+        if decision.out_of_order:
+            cam.out_of_order += 1
+        else:
+            cam.sampler_dropped += 1
 
     # ----- questions ----------------------------------------------------------------------------
     def _check_question(self, request: AskVideo.Request) -> tuple[str, str]:
@@ -268,7 +284,7 @@ class InfiniPotNode(Node):
         if not self._worker.alive:
             req.fail("model worker is not running")
         elif not self._queues.requests.push(req):
-            req.fail(f"busy: {REQUEST_QUEUE_SIZE} {waiting} already waiting")
+            req.fail(f"busy: {self.settings.max_pending_questions} {waiting} already waiting (max_pending_questions)")
         result = req.wait(timeout)
         if result is None:
             req.cancel()
@@ -334,7 +350,7 @@ class InfiniPotNode(Node):
             fps = max(ingested - cam.prev_ingested, 0) / dt
             rejected = cam.rejected + snap.frames_rejected.get(name, 0)
             overflowed = q.dropped + snap.frames_discarded.get(name, 0)
-            dropped = cam.sampler_dropped + overflowed
+            dropped = cam.sampler_dropped + overflowed + cam.out_of_order
 
             msg = CacheStats()
             msg.header.stamp = stamp
@@ -351,6 +367,9 @@ class InfiniPotNode(Node):
             msg.frames_ingested = ingested
             msg.frames_skipped = cam.sampler_dropped
             msg.frames_overflowed = overflowed
+            msg.frames_lost_in_transport = cam.transport.lost
+            msg.frames_out_of_order = cam.out_of_order
+            msg.stream_restarts = snap.restarts.get(name, 0)
             msg.compressions = int(session.get("compressions", 0))
             msg.tokens_evicted = int(session.get("tokens_evicted", 0))
             msg.last_compression_s = float(session.get("last_compression_s", 0.0))
@@ -370,9 +389,12 @@ class InfiniPotNode(Node):
                 seconds_since_frame=None if cam.last_frame_wall is None else now - cam.last_frame_wall,
                 queue_depth=q.depth, queue_capacity=q.capacity, queue_max_depth=q.max_depth_seen,
                 ingest_fps=fps, session=session,
+                frames_lost_in_transport=cam.transport.lost, lost_since_last=cam.transport.lost - cam.prev_lost,
+                received_since_last=cam.received - cam.prev_received,
             )
             diag.status.append(camera_status(health, hardware_id, worker_ok))
             cam.prev_rejected, cam.prev_ingested, cam.prev_time = rejected, ingested, now
+            cam.prev_received, cam.prev_lost = cam.received, cam.transport.lost
         status = worker_status(snap, self._worker.alive, snap.errors - self._prev_errors, hardware_id,
                                self.settings.model)
         if snap.last_model_error_at is not None and now - snap.last_model_error_at < MODEL_ERROR_HOLD_S:
@@ -393,15 +415,15 @@ class InfiniPotNode(Node):
             self.get_logger().warning("worker still busy at shutdown; leaving it behind")
 
 
-def executor_threads(cameras: int) -> int:
+def executor_threads(cameras: int, max_pending_questions: int) -> int:
     """Threads of the node's executor: enough that the callbacks that block can never take them all.
 
-    /ask_video and ~/reset callbacks block while the worker answers; at most REQUEST_QUEUE_SIZE wait in the
+    /ask_video and ~/reset callbacks block while the worker answers; at most max_pending_questions wait in the
     queue plus one being answered (more are refused at once, see `_on_ask`). On top: one thread per camera
     (each camera's callback group runs one callback at a time), one for the stats timer and one for the
     quick replies (refusals, parameter services). With fewer, questions could starve the cameras.
     """
-    return REQUEST_QUEUE_SIZE + 1 + cameras + 2
+    return max_pending_questions + 1 + cameras + 2
 
 
 def _image_qos(kind: str, depth: int) -> QoSProfile:
@@ -420,7 +442,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"[infinipot] cannot start: {type(err).__name__}: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = BoundedThreadsExecutor(num_threads=executor_threads(len(node.settings.cameras)))
+    executor = BoundedThreadsExecutor(num_threads=executor_threads(len(node.settings.cameras), node.settings.max_pending_questions))
     executor.add_node(node)
     try:
         executor.spin()

@@ -25,11 +25,14 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from infinipot.sampling import STAMP_RESTART_S
+
 __all__ = [
     "PARAMETERS",
     "NodeSettings",
     "ParamSpec",
     "declare_parameters",
+    "default_of",
     "validate_update",
 ]
 
@@ -120,6 +123,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Convert every received image, not only the sampled ones, so malformed messages between "
               "sampling slots are counted too (costs one decode per message; for audits and stress tests).",
               read_only=False),
+    ParamSpec("stamp_restart_s", STAMP_RESTART_S,
+              "A frame stamped earlier than the camera's newest one by at most this many seconds (jitter, "
+              "reordering in transport) is dropped and counted as out of order; the memory stays. A bigger "
+              "jump back (a looped bag, sim time reset) restarts that camera's stream: its memory starts "
+              "afresh (counted in stream_restarts). 0 = any backwards stamp restarts; a huge value = never "
+              "restart (frames are dropped until the stamps pass the newest one again).",
+              read_only=False, min_value=0.0, max_value=1e9),
     ParamSpec("image_qos", "sensor_data",
               "QoS of the camera subscriptions: sensor_data (best effort, depth 5: the usual choice for live "
               "cameras, late frames are dropped in transport) or reliable (reliable, depth image_qos_depth: "
@@ -157,6 +167,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_evidence", 5, "Evidence frames (stamp + attention weight) returned with each answer when "
               "/ask_video's max_evidence is 0; 0 = no evidence (its cost is not paid). Requests may ask for up "
               "to 256.", min_value=0, max_value=256),
+    ParamSpec("max_pending_questions", 8,
+              "Questions that may wait for the model at once (besides the one being answered); more are "
+              "refused at once with success=false and \"busy\". Each waiting question holds one executor "
+              "thread, so the pool is sized from it.", min_value=1, max_value=256),
     ParamSpec("request_timeout_s", 30.0,
               "A question not answered within this many seconds gets success=false.",
               read_only=False, min_value=0.1, max_value=3600.0),
@@ -164,8 +178,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("stats_period_s", 1.0, "Period of ~/cache_stats and /diagnostics.",
               read_only=False, min_value=0.05, max_value=3600.0),
     ParamSpec("session_path", "",
-              "Directory to save each camera's video memory at shutdown and restore it at start-up; "
-              "empty = no persistence."),
+              "Directory to save each camera's video memory (every session_save_period_s and at shutdown, "
+              "atomically) and restore it at start-up; empty = no persistence. A memory saved under other "
+              "budget or policy parameters is rebuilt for the current ones, one saved by another model is "
+              "refused and kept aside; both with a WARN line."),
+    ParamSpec("session_save_period_s", 30.0,
+              "Seconds between snapshots of the changed video memories to session_path, so a crash or "
+              "kill -9 loses at most this much; 0 = save at shutdown only.",
+              read_only=False, min_value=0.0, max_value=86400.0),
     # --- fault handling ----------------------------------------------------------------------------
     ParamSpec("on_model_error", "reset",
               "What the worker does with a camera's video memory after a model call failed (e.g. CUDA out "
@@ -177,6 +197,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+
+def default_of(name: str) -> Any:
+    """The declared default of parameter `name` (tools that mimic the node take their defaults here)."""
+    return _BY_NAME[name].default
 
 
 def declare_parameters(node: Node) -> None:
@@ -255,6 +280,9 @@ class NodeSettings:
     stats_period_s: float
     session_path: str
     on_model_error: str = "reset"
+    stamp_restart_s: float = STAMP_RESTART_S
+    session_save_period_s: float = 30.0
+    max_pending_questions: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -61,7 +61,7 @@ class FrameItem:
     camera: str
     rgb: np.ndarray
     stamp: float
-    #: The camera's stamps went backwards before this frame: start the camera's memory afresh.
+    #: The camera's stamps jumped back (more than stamp_restart_s) before this frame: start its memory afresh.
     restarted: bool = False
 
 
@@ -165,9 +165,10 @@ class WorkerSnapshot:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: camera → frames the engine refused (bad shape/stamp)
     frames_rejected: dict[str, int] = field(default_factory=dict)
-    #: camera → frames thrown away because the engine was not available
+    #: camera → frames thrown away because the engine was not available, or still pending (not yet
+    #: encoded) when the memory was started afresh
     frames_discarded: dict[str, int] = field(default_factory=dict)
-    #: camera → stream restarts (stamps went backwards)
+    #: camera → stream restarts (stamps jumped back)
     restarts: dict[str, int] = field(default_factory=dict)
     requests_answered: int = 0
     requests_failed: int = 0
@@ -181,6 +182,13 @@ class WorkerSnapshot:
     last_recovery: str = ""
     busy_s: float = 0.0
     last_ask_s: float = 0.0
+    #: periodic snapshots of the memories to session_path: how many were written, what the last one cost
+    #: the worker (copying the caches: ingestion waits this long) and the writer thread (file, fsync)
+    snapshots: int = 0
+    snapshot_errors: int = 0
+    last_snapshot_stall_s: float = 0.0
+    last_snapshot_write_s: float = 0.0
+    last_snapshot_bytes: int = 0
 
 
 class InferenceWorker:
@@ -200,6 +208,12 @@ class InferenceWorker:
         self._log = logger
         self._loader = engine_loader or load_sessions
         self._sessions: dict[str, Any] = {}
+        #: camera → frames ingested by memories since started afresh (so frames_ingested never restarts)
+        self._ingested_before: dict[str, int] = {}
+        #: cameras whose memory changed since the last snapshot (guarded by _lock: the writer re-adds)
+        self._dirty: set[str] = set()
+        self._next_snapshot = 0.0
+        self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         cams = [c.name for c in settings.cameras]
         self._snap = WorkerSnapshot(
@@ -252,6 +266,7 @@ class InferenceWorker:
         self._load()
         while True:
             work = self._queues.get(timeout=0.2)
+            self._maybe_snapshot()
             if work is None:
                 if self._queues.closed:
                     break
@@ -376,8 +391,11 @@ class InferenceWorker:
 
         session = self._sessions[camera]
         if frame.restarted:
-            session.reset()
-            self._log.warning(f"camera {camera}: stamps went backwards; its video memory starts afresh")
+            self._start_afresh(camera)
+            self._log.warning(
+                f"camera {camera}: stamps jumped back to {frame.stamp:.3f}s (more than stamp_restart_s); its "
+                "video memory starts afresh"
+            )
             with self._lock:
                 self._snap.restarts[camera] = self._snap.restarts.get(camera, 0) + 1
         try:
@@ -433,23 +451,24 @@ class InferenceWorker:
 
                 lower = int(budget.threshold_tokens) // 2
                 config = replace(session.config, budget_tokens=lower, budget_mb=None)
+                self._count_forgotten(camera, session)
                 # The old session stays alive until the new (half-size) one exists, as the fallback.
                 try:
                     self._sessions[camera] = type(session)(session.adapter, config)
                 except BudgetError as err:  # already as small as the model allows
                     self._sessions[camera] = session
-                    session.reset()
+                    session.reset()  # counted above
                     return f"memory reset; budget kept at {budget.threshold_tokens} tokens ({err})"
                 except BaseException:
                     self._sessions[camera] = session  # never leave the camera without a memory
-                    session.reset()
+                    session.reset()  # counted above
                     raise
                 del session
                 _release_device_memory()
                 return f"memory reset with the budget lowered from {budget.threshold_tokens} to {lower} tokens"
-            session.reset()
+            self._start_afresh(camera)
             return "memory reset (uncapped memory: no budget to lower)"
-        session.reset()
+        self._start_afresh(camera)
         return "memory reset (on_model_error=reset)"
 
     def _memory(self, req: MemoryRequest) -> None:
@@ -472,15 +491,34 @@ class InferenceWorker:
 
     def _reset(self, req: ResetRequest) -> None:
         dropped = self._queues.frames.clear()
-        for session in self._sessions.values():
-            session.reset()
+        for camera in self._sessions:
+            self._start_afresh(camera)
         self._refresh()
         req.finish((True, f"cleared {len(self._sessions)} camera memories and {dropped} queued frames"))
+
+    def _count_forgotten(self, camera: str, session: Any) -> None:
+        """Before a memory is started afresh: keep its frame counts (frames_ingested counts over the node's
+        life, like the node's own counters; frames still pending are lost and counted as discarded)."""
+        stats = session.stats()
+        self._ingested_before[camera] = self._ingested_before.get(camera, 0) + int(stats.frames_ingested)
+        with self._lock:
+            self._snap.frames_discarded[camera] = (
+                self._snap.frames_discarded.get(camera, 0) + int(stats.frames_pending)
+            )
+
+    def _start_afresh(self, camera: str) -> None:
+        """Reset one camera's memory, keeping its counters consistent."""
+        session = self._sessions[camera]
+        self._count_forgotten(camera, session)
+        session.reset()
 
     def _refresh(self, camera: str | None = None) -> None:
         names = list(self._sessions) if camera is None else [camera]
         stats = {name: self._sessions[name].stats().as_dict() for name in names}
+        for name, values in stats.items():
+            values["frames_ingested"] = int(values["frames_ingested"]) + self._ingested_before.get(name, 0)
         with self._lock:
+            self._dirty.update(names)
             self._snap.sessions.update(stats)
 
     def _record_error(self, message: str, trace: str) -> None:
@@ -495,10 +533,69 @@ class InferenceWorker:
                 req.fail("node is shutting down")
             elif isinstance(req, ResetRequest):
                 req.finish((False, "node is shutting down"))
+        if self._writer is not None:
+            self._writer.join()  # a snapshot in flight finishes before the final save replaces it
         if self._settings.session_path and self._sessions:
             save_sessions(self._sessions, Path(self._settings.session_path), self._log)
         with self._lock:
             self._snap.state = "stopped"
+
+    # ----- periodic snapshots (worker thread; the file is written by a short-lived writer thread) -----
+    def _maybe_snapshot(self) -> None:
+        """Every `session_save_period_s`, snapshot the memories that changed to `session_path`.
+
+        Why this split: the worker only copies each changed cache (`StreamingSession.checkpoint`, a memcpy of
+        at most the capped store), which is all that ingestion waits for; a writer thread then writes the
+        files atomically (temp file, fsync, rename). A snapshot still being written when the next is due
+        delays that one. After `kill -9` the node restarts from the last complete snapshot.
+        """
+        period = self._settings.session_save_period_s
+        if not self._settings.session_path or period <= 0 or not self._sessions:
+            return
+        now = time.monotonic()
+        if now < self._next_snapshot or (self._writer is not None and self._writer.is_alive()):
+            return
+        self._next_snapshot = now + period
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            return
+        started = time.perf_counter()
+        checkpoints: dict[str, Any] = {}
+        for camera in sorted(dirty):
+            try:
+                checkpoints[camera] = self._sessions[camera].checkpoint()
+            except Exception as err:  # noqa: BLE001 - a memory that cannot be copied now: next period
+                self._snapshot_failed(camera, err)
+        stall = time.perf_counter() - started
+        self._writer = threading.Thread(
+            target=self._write_snapshot, args=(checkpoints, stall), name="infinipot-snapshot", daemon=True
+        )
+        self._writer.start()
+
+    def _write_snapshot(self, checkpoints: dict[str, Any], stall_s: float) -> None:
+        from infinipot.persistence import write_checkpoint
+
+        directory = Path(self._settings.session_path)
+        started = time.perf_counter()
+        written = 0
+        for camera, checkpoint in checkpoints.items():
+            try:
+                path = write_checkpoint(checkpoint, _session_file(directory, camera))
+                written += path.stat().st_size
+            except Exception as err:  # noqa: BLE001 - full disk, permissions: log, retry next period
+                self._snapshot_failed(camera, err)
+        with self._lock:
+            self._snap.snapshots += 1
+            self._snap.last_snapshot_stall_s = stall_s
+            self._snap.last_snapshot_write_s = time.perf_counter() - started
+            self._snap.last_snapshot_bytes = written
+
+    def _snapshot_failed(self, camera: str, err: Exception) -> None:
+        self._log.error(f"camera {camera}: cannot snapshot video memory to {self._settings.session_path}: {err}")
+        with self._lock:
+            self._dirty.add(camera)
+            self._snap.snapshot_errors += 1
 
 
 class _Interrupted(BaseException):
@@ -560,23 +657,73 @@ def load_sessions(settings: NodeSettings, logger: Logger | None = None) -> dict[
     config = SessionConfig(**settings.session_config_kwargs())
     sessions: dict[str, Any] = {}
     directory = Path(settings.session_path) if settings.session_path else None
+    if directory is not None:
+        adapter.fingerprint()  # hashes the weights once now, not in the first snapshot's stall
     for cam in settings.cameras:
         path = _session_file(directory, cam.name) if directory else None
-        if path is not None and path.exists():
-            try:
-                sessions[cam.name] = StreamingSession.load(path, adapter)
-                if logger:
-                    logger.info(f"camera {cam.name}: video memory restored from {path}")
-                continue
-            except Exception as err:  # noqa: BLE001 - a stale file must not stop the node
-                if logger:
-                    logger.warning(f"camera {cam.name}: cannot restore {path} ({err}); starting empty")
-        sessions[cam.name] = StreamingSession(adapter, config)
+        restored = None
+        if path is not None:
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a write cut short by a crash
+                stale.unlink(missing_ok=True)
+            if path.exists():
+                restored = restore_session(path, adapter, config, cam.name, logger)
+        sessions[cam.name] = restored if restored is not None else StreamingSession(adapter, config)
     return sessions
 
 
+def restore_session(path: Path, adapter: Any, config: Any, camera: str, logger: Logger | None) -> Any:
+    """The session saved at `path`, made to follow `config`; None (and the file kept aside) if impossible.
+
+    Never silent: a memory saved under other budget or policy parameters is rebuilt for the node's
+    parameters (`StreamingSession.rebuilt`) with a WARN line naming every change; one written by another
+    model (type, geometry, config or weights: the fingerprint) or unreadable is refused with a WARN line,
+    and the file is renamed to `<name>.refused-<unix time>` so that the next snapshot does not overwrite it.
+    """
+    from dataclasses import asdict
+
+    from infinipot.session import StreamingSession
+
+    def refuse(reason: str) -> None:
+        aside = path.with_name(f"{path.name}.refused-{int(time.time())}")
+        try:
+            path.rename(aside)
+            kept = f"kept as {aside}"
+        except OSError as err:
+            kept = f"could not be moved aside: {err}"
+        if logger:
+            logger.warning(f"camera {camera}: video memory in {path} not restored: {reason}; {kept}; starting empty")
+
+    try:
+        saved = StreamingSession.load(path, adapter)
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001 - another model, a corrupt or foreign file: refuse it
+        refuse(str(err))
+        return None
+    before, wanted = asdict(saved.config), asdict(config)
+    changes = {k: (before.get(k), v) for k, v in wanted.items() if before.get(k) != v}
+    stats = saved.stats()
+    if not changes:
+        if logger:
+            logger.info(f"camera {camera}: video memory restored from {path} ({stats.tokens_held} tokens, "
+                        f"{stats.frames_ingested} frames)")
+        return saved
+    text = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    try:
+        session = saved.rebuilt(config)
+    except Exception as err:  # noqa: BLE001 - e.g. a budget this model cannot run with
+        refuse(f"saved with other parameters ({text}) and cannot be rebuilt for this node's: {err}")
+        return None
+    if logger:
+        logger.warning(
+            f"camera {camera}: video memory restored from {path} and rebuilt for this node's parameters "
+            f"({text}): {stats.tokens_held} -> {session.stats().tokens_held} tokens held"
+        )
+    return session
+
+
 def save_sessions(sessions: dict[str, Any], directory: Path, logger: Logger) -> None:
-    """Save every camera's memory (at shutdown) so the next start can restore it."""
+    """Save every camera's memory atomically (at shutdown) so the next start can restore it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:

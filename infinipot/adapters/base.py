@@ -239,17 +239,34 @@ class VLMAdapter(ABC):
         adapter here; an adapter whose model differs overrides this."""
         return self.model.get_decoder().config
 
+    def model_identity(self) -> dict[str, str]:
+        """Content hashes of the loaded checkpoint: its config and its weights (computed once).
+
+        Content, not the name or path: the same checkpoint copied elsewhere is the same model, a fine-tune
+        saved under the old name is not. The weights hash covers every tensor's name, shape and dtype and
+        an evenly strided sample of up to 4096 of its values: a few milliseconds even for billions of
+        parameters, and any fine-tune changes the samples.
+        """
+        cached = getattr(self, "_model_identity", None)
+        if cached is None:
+            cached = {"config_sha256": _config_sha256(self.model), "weights_sha256": _weights_sha256(self.model)}
+            self._model_identity = cached
+        return dict(cached)
+
     def decode(self, token_ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
 
     def fingerprint(self) -> dict[str, object]:
-        """What a saved session must match to be resumed on this adapter: architecture and KV geometry.
+        """What a saved session must match to be resumed on this adapter: architecture, KV geometry and
+        the model's identity.
 
-        Keys cached after RoPE are only meaningful for the same model type, frame grid and geometry.
+        Keys cached after RoPE are only meaningful for the same model type, frame grid and geometry, and
+        values only for the same weights: another checkpoint of the same shape (a fine-tune) must not load.
         """
         geometry = self.geometry
         return {
+            **self.model_identity(),
             "model_type": self.model_type,
             "num_layers": geometry.num_layers,
             "num_kv_heads": geometry.num_kv_heads,
@@ -258,3 +275,46 @@ class VLMAdapter(ABC):
             "frame_grid": list(self.frame_grid),
             "frames_per_step": self.frames_per_step,
         }
+
+
+_CONFIG_IGNORED = ("transformers_version", "dtype", "torch_dtype")  # dtype is part of the KV geometry
+
+
+def _config_sha256(model: torch.nn.Module) -> str:
+    """sha256 of the model config without bookkeeping keys (paths, versions, dtype)."""
+    import hashlib
+    import json
+
+    config = getattr(model, "config", None)
+    if config is None:
+        return ""
+
+    def clean(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not str(k).startswith("_") and k not in _CONFIG_IGNORED}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    text = json.dumps(clean(config.to_dict()), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_WEIGHT_SAMPLES = 4096
+
+
+def _weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over every tensor's name, shape, dtype and a strided sample of its values."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            flat = tensor.detach().reshape(-1)
+            if flat.numel() == 0:
+                continue
+            step = max(1, flat.numel() // _WEIGHT_SAMPLES)
+            sample = flat[::step][:_WEIGHT_SAMPLES].to(device="cpu", dtype=torch.float64)
+            digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()

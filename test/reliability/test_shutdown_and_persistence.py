@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM under load, and the video memory surviving a restart (`session_path`)."""
+"""SIGINT/SIGTERM under load, and the video memory surviving a restart (`session_path`), kill -9 included."""
 from __future__ import annotations
 
 import signal
@@ -65,3 +65,78 @@ def test_memory_is_saved_on_sigterm_and_restored_on_restart(rel, tmp_path) -> No
         code, elapsed, out = second.close(signal.SIGINT)
     assert code == 0 and elapsed < 5.0 and "Traceback" not in out, out[-3000:]
     assert "restored" in out
+
+
+def _values(status) -> dict[str, str]:  # noqa: ANN001
+    return {kv.key: kv.value for kv in status.values}
+
+
+def _saved_frames(path) -> int:  # noqa: ANN001
+    """Frames the checkpoint at `path` holds (0 while there is none)."""
+    import torch
+
+    try:
+        return int(torch.load(path, weights_only=True)["counters"]["frames_added"])
+    except FileNotFoundError:
+        return 0
+
+
+def test_memory_survives_kill_9(rel, tmp_path) -> None:  # noqa: ANN001
+    """Periodic atomic snapshots: after SIGKILL the node answers from the last one."""
+    params = ["-p", "budget_tokens:=256", "-p", f"session_path:={tmp_path}", "-p", "session_save_period_s:=0.5"]
+    first = rel.NodeRig(rel, 63, params)
+    try:
+        first.wait_ready()
+        first.send_frames(8)  # stamps 1000.5 .. 1004.0
+        held = first.fresh_stats(predicate=lambda s: s.frames_ingested == 8)
+        before = first.ask("What did you see?")
+        assert before.success, before.error_message
+        snapshot = tmp_path / "raw.session"
+        assert first.ros.spin_until(lambda: _saved_frames(snapshot) == 8, 5.0), "no snapshot within 5 s"
+        status = first.worker_diag(lambda st: int(_values(st).get("snapshots", 0)) >= 1)
+        cost = _values(status)  # what the snapshots cost, on /diagnostics
+        assert int(cost["snapshot_errors"]) == 0 and int(cost["last_snapshot_bytes"]) > 0
+    finally:
+        code, _, out = first.close(signal.SIGKILL)
+    assert code == -signal.SIGKILL, out[-3000:]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    second = rel.NodeRig(rel, 64, params)
+    try:
+        second.wait_ready()
+        restored = second.fresh_stats(predicate=lambda s: s.frames_ingested > 0)
+        assert restored.frames_received == 0 and restored.tokens_held == held.tokens_held
+        answer = second.ask("What did you see before the crash?")
+        assert answer.success, answer.error_message
+        assert (rel.stamp_seconds(answer.memory_start), rel.stamp_seconds(answer.memory_end)) == (
+            rel.stamp_seconds(before.memory_start), rel.stamp_seconds(before.memory_end))
+    finally:
+        code, _, out = second.close(signal.SIGTERM)
+    assert code == 0 and "Traceback" not in out and "restored" in out, out[-3000:]
+
+
+def test_memory_restored_under_a_smaller_budget_is_rebuilt_for_it(rel, tmp_path) -> None:  # noqa: ANN001
+    """Never the saved budget kept silently: the node's parameters win, and the log says what changed."""
+    first = rel.NodeRig(rel, 66, ["-p", "budget_tokens:=256", "-p", f"session_path:={tmp_path}"])
+    try:
+        first.wait_ready()
+        first.send_frames(8)
+        held = first.fresh_stats(predicate=lambda s: s.frames_ingested == 8)
+        before = first.ask("What did you see?")
+    finally:
+        code, _, out = first.close(signal.SIGTERM)
+    assert code == 0 and (tmp_path / "raw.session").is_file(), out[-3000:]
+
+    # 24 tokens: less than the 28 held, so the rebuild compresses once with the node's policy
+    second = rel.NodeRig(rel, 67, ["-p", "budget_tokens:=24", "-p", f"session_path:={tmp_path}"])
+    try:
+        second.wait_ready()
+        rebuilt = second.fresh_stats(predicate=lambda s: s.frames_ingested > 0)
+        assert rebuilt.token_budget == 24 and 0 < rebuilt.tokens_held <= 24 < held.tokens_held
+        assert rebuilt.kv_bytes <= rebuilt.kv_cap_bytes < held.kv_cap_bytes
+        answer = second.ask("And after the rebuild?")
+        assert answer.success and rel.stamp_seconds(answer.memory_end) == rel.stamp_seconds(before.memory_end)
+    finally:
+        code, _, out = second.close(signal.SIGINT)
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    assert "rebuilt for this node's parameters (budget_tokens 256 -> 24)" in out, out[-3000:]

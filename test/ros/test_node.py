@@ -355,17 +355,20 @@ def test_runtime_parameter_updates_are_validated(rig: Rig) -> None:
 
 
 def test_reset_clears_memory(rig: Rig) -> None:
-    assert rig.fresh_stats("raw").frames_ingested > 0
+    before = {cam: rig.fresh_stats(cam) for cam in ("raw", "comp")}
+    assert before["raw"].frames_ingested > 0
     resp = rig.ros.call(rig.reset_client, Trigger.Request())
     assert resp.success, resp.message
-    after = rig.fresh_stats("comp", lambda s: True)
-    raw = rig.fresh_stats("raw")
-    assert raw.frames_ingested == 0 and after.frames_ingested == 0
+    for cam in ("raw", "comp"):  # the memory is empty; frame counters count over the node's life
+        now = rig.fresh_stats(cam)
+        assert now.tokens_held < before[cam].tokens_held and now.memory_end.sec == 0, now
+        assert now.frames_ingested == before[cam].frames_ingested
+    ingested = rig.fresh_stats("raw").frames_ingested
     refused = rig.ask("Anything?", camera="raw")
     assert not refused.success and refused.error_message
     rig.raw_pub.publish(rig.raw(scene(8)))
     rig.raw_pub.publish(rig.raw(scene(9)))
-    rig.fresh_stats("raw", lambda s: s.frames_ingested >= 2)
+    rig.fresh_stats("raw", lambda s: s.frames_ingested >= ingested + 2)
     assert rig.ask("And now?", camera="raw").success
 
 
@@ -378,3 +381,7 @@ def test_ask_cli(rig: Rig, harness) -> None:  # noqa: ANN001
     refused = subprocess.run([*cmd[:3], "", "--wait", "20"], cwd=harness.REPO,
                              env=harness.ros_env(rig.domain), capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "empty question" in refused.stdout
+    # --wait 0 tries once: the running node is still found (discovery), and answers
+    once = subprocess.run([*cmd[:4], "--camera", "raw", "--wait", "0"], cwd=harness.REPO,
+                          env=harness.ros_env(rig.domain), capture_output=True, text=True, timeout=60)
+    assert once.returncode == 0 and "A: " in once.stdout, once.stdout + once.stderr

@@ -55,6 +55,30 @@ def test_backwards_stamps_restart_and_are_counted() -> None:
     assert kept(s, [0.5, 1.0]) == [1.0]
 
 
+def test_a_little_earlier_is_out_of_order_not_a_restart() -> None:
+    s = FrameSampler(0.0)  # keep every frame
+    assert kept(s, [100.0, 100.5]) == [100.0, 100.5]
+    d = s.decide(100.45)  # 50 ms before the newest: jitter or reordering
+    assert not d.keep and d.out_of_order and not d.restarted
+    assert (s.out_of_order, s.restarts) == (1, 0)
+    assert kept(s, [100.49, 100.6]) == [100.6]  # the newest stamp stays the reference
+    d = s.decide(100.6 - 1.5)  # a real jump back (more than stamp_restart_s = 1 s)
+    assert d.keep and d.restarted and s.restarts == 1
+
+
+def test_stamp_restart_s_sets_where_a_jump_back_restarts() -> None:
+    eager = FrameSampler(0.0, stamp_restart_s=0.0)  # any backwards stamp restarts
+    eager.decide(10.0)
+    assert eager.decide(9.99).restarted
+    never = FrameSampler(0.0, stamp_restart_s=1e9)  # never restarts: dropped until the stamps pass 10.0
+    assert kept(never, [10.0, 0.0, 5.0, 10.0, 11.0]) == [10.0, 10.0, 11.0]
+    assert (never.out_of_order, never.restarts) == (2, 0)
+    never.stamp_restart_s = 2.0  # runtime change
+    assert never.decide(8.5).restarted
+    with pytest.raises(ValueError):
+        FrameSampler(1.0, stamp_restart_s=-1.0)
+
+
 def test_peek_does_not_change_state() -> None:
     s = FrameSampler(1.0)
     s.decide(0.0)

@@ -86,3 +86,27 @@ def test_frames_questions_timeouts_and_errors(worker) -> None:  # noqa: ANN001
     queues.requests.push(reset)
     assert reset.wait(10)[0]
     assert w.snapshot().sessions["a"]["frames_added"] == 0
+
+
+def test_a_memory_saved_by_another_model_is_refused_and_kept_aside(tmp_path, caplog) -> None:  # noqa: ANN001
+    from infinipot.adapters.loading import load_adapter
+    from infinipot.session import SessionConfig, StreamingSession
+    from infinipot_ros.worker import restore_session
+
+    qwen2 = load_adapter("builtin:tiny-qwen2-vl")
+    session = StreamingSession(qwen2, SessionConfig(budget_tokens=256))
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        session.add_frame(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), 1.0 + 0.5 * i)
+    path = session.save(tmp_path / "cam.session")
+    log = logging.getLogger("test_restore")
+    with caplog.at_level(logging.INFO, logger="test_restore"):
+        other = load_adapter("builtin:tiny-qwen2.5-vl")
+        assert restore_session(path, other, SessionConfig(budget_tokens=256), "cam", log) is None
+        same = restore_session(tmp_path / "none.session", qwen2, SessionConfig(budget_tokens=256), "cam", log)
+    assert same is None  # no file: nothing to say
+    [record] = caplog.records
+    assert "not restored" in record.message and "another model" in record.message and "kept as" in record.message
+    assert not path.exists()  # moved aside, so the next snapshot cannot overwrite it
+    [aside] = tmp_path.glob("cam.session.refused-*")
+    assert StreamingSession.load(aside, qwen2).stats().frames_ingested == 4  # nothing was lost
