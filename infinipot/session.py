@@ -161,6 +161,10 @@ class StreamingSession:
                 prefix_tokens=len(self._prefix_ids),
                 min_step_tokens=adapter.tokens_per_frame,
             )
+        #: f: temporal frames of the model that fit in the visual part of |M| (fixes the recent window R)
+        self.memory_frames = 0 if self.budget is None else (
+            (self.budget.threshold_tokens - len(self._prefix_ids)) // adapter.tokens_per_frame
+        )
         self.store = FixedKVStore(
             geometry.num_layers,
             geometry.num_kv_heads,
@@ -257,7 +261,10 @@ class StreamingSession:
 
     def _compress(self) -> None:
         assert self.budget is not None and self.policy is not None
-        report = compress_store(self.store, self.policy, self.budget.target_tokens, self.adapter.frame_grid)
+        report = compress_store(
+            self.store, self.policy, self.budget.target_tokens, self.adapter.frame_grid,
+            memory_frames=self.memory_frames,
+        )
         c = self._counters
         c.compressions += 1
         c.tokens_evicted += int(report.tokens_evicted)
