@@ -32,6 +32,7 @@ from .errors import BudgetError, FrameError, QuestionError, SessionStateError
 from .kv_store import FixedKVStore
 from .persistence import SessionCheckpoint, read_checkpoint, write_checkpoint
 from .policies import make_policy
+from .reanchor import reanchor_store
 from .selection import CompressionReport, compress_store
 
 __all__ = [
@@ -40,9 +41,14 @@ __all__ = [
     "SessionStats",
     "StreamingSession",
     "CompressionListener",
+    "POSITION_LIMIT_SHARE",
     "save_session",
     "load_session",
 ]
+
+#: default position limit as a share of the model's `max_position_embeddings`: half keeps every id (the
+#: question's and answer's included) well inside the trained range, with the other half never used
+POSITION_LIMIT_SHARE = 0.5
 
 #: called after every compression pass with (session, report); tests snapshot the surviving tokens here
 CompressionListener = Callable[["StreamingSession", CompressionReport], None]
@@ -57,6 +63,9 @@ class SessionConfig:
     of the whole store in MiB (give at most one; neither = uncapped). target_ratio: |C| / |M|.
     recent_ratio, tar_share, van_pooling: policy settings (see infinipot/policies.py).
     max_question_tokens, max_new_tokens: size the store's reserve; longer questions are rejected.
+    position_limit: every rotary position id stays below it, over a stream of any length (held frames are
+    re-anchored by rotating their cached keys, see infinipot/reanchor.py); None = POSITION_LIMIT_SHARE of
+    the model's max_position_embeddings.
     """
 
     policy: str = "infinipot"
@@ -69,6 +78,7 @@ class SessionConfig:
     max_question_tokens: int = 64
     max_new_tokens: int = 32
     max_question_chars: int = 1000
+    position_limit: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -109,6 +119,8 @@ class SessionStats:
     memory_start: float | None
     memory_end: float | None
     next_position: int
+    position_limit: int = 0  # every position id stays below this
+    reanchors: int = 0  # times the held frames were moved down (positions re-anchored)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -129,6 +141,7 @@ class _Counters:
     last_compression_s: float = 0.0
     total_compression_s: float = 0.0
     total_ingest_s: float = 0.0
+    reanchors: int = 0
     # temporal frame id -> (stamp of its first raw frame, stamp of its last), only for frames still held
     frame_stamps: dict[int, tuple[float, float]] = field(default_factory=dict)
 
@@ -153,7 +166,7 @@ class StreamingSession:
         self.budget: CacheBudget | None = None
         if self.policy is not None:
             self.budget = resolve_budget(
-                bytes_per_token=geometry.bytes_per_token,
+                bytes_per_token=geometry.slot_bytes,  # keys, values and per-slot metadata
                 budget_tokens=cfg.budget_tokens,
                 budget_mb=cfg.budget_mb,
                 target_ratio=cfg.target_ratio,
@@ -172,11 +185,47 @@ class StreamingSession:
             None if self.budget is None else self.budget.capacity_tokens,
             dtype=geometry.dtype,
             device=adapter.device,
+            position_rows=geometry.position_rows,
         )
         self._pending: list[tuple[np.ndarray, float]] = []
         self._listeners: list[CompressionListener] = []
         self._counters = _Counters()
         self._prefill_prefix()
+        self._stream_start = self._counters.next_position  # first position after the prefix
+        self.position_limit = self._resolve_position_limit()
+        self._rotary = None  # the model's rotary settings, read at the first re-anchoring
+
+    def _resolve_position_limit(self) -> int:
+        """The configured limit or the default share of the model's range; BudgetError if it cannot hold
+        the prefix, twice the memory's frames and the question reserve (then re-anchoring could not work)."""
+        limit = self.config.position_limit
+        if limit is None:
+            limit = int(POSITION_LIMIT_SHARE * self.adapter.max_position_embeddings)
+        if int(limit) != limit or limit < 1:
+            raise BudgetError(f"position_limit must be a positive integer, got {limit}")
+        frames = self.memory_frames if self.budget is not None else 1
+        stride = self.adapter.position_frame_stride if self.budget is not None else self.adapter.tokens_per_frame
+        needed = self._stream_start + 2 * (frames + 1) * stride + self.reserve_tokens
+        if self.budget is not None and limit < needed:
+            raise BudgetError(
+                f"position_limit {limit} cannot hold the prefix ({self._stream_start} positions), twice the "
+                f"{frames} frames of |M| ({stride} positions each) and the question reserve "
+                f"({self.reserve_tokens}): at least {needed} is needed"
+            )
+        return int(limit)
+
+    def _reanchor(self) -> None:
+        """Move the held frames down (infinipot/reanchor.py) so the stream counter leaves at least half of
+        the positions after the prefix free; the counter follows the newest frame."""
+        if self._rotary is None:
+            self._rotary = self.adapter.rotary_config()
+        c = self._counters
+        window = self.position_limit - self._stream_start - self.reserve_tokens
+        newest_extent = self.adapter.position_frame_stride
+        room = max(0, window // 2 - newest_extent)
+        shift = reanchor_store(self.store, self.adapter, self._rotary, start=self._stream_start, room=room)
+        c.next_position += shift
+        c.reanchors += 1
 
     # ------------------------------------------------------------------ streaming
     def add_frame(self, rgb: np.ndarray, stamp: float) -> None:
@@ -229,6 +278,14 @@ class StreamingSession:
                     )
             c = self._counters
             positions, next_position = self.adapter.visual_positions(c.next_position, chunk)
+            if next_position + self.reserve_tokens > self.position_limit:  # the question must fit too
+                self._reanchor()
+                positions, next_position = self.adapter.visual_positions(c.next_position, chunk)
+                if next_position + self.reserve_tokens > self.position_limit:
+                    raise SessionStateError(
+                        f"after re-anchoring the next block ends at position {next_position}; with the reserve "
+                        f"of {self.reserve_tokens} it does not fit under position_limit={self.position_limit}"
+                    )
             token_index = torch.arange(c.next_token, c.next_token + n, dtype=torch.long)
             frame_id = c.next_frame_id + chunk.frame_offset.cpu()
             self._write(chunk.embeds, positions, token_index, frame_id, chunk.patch_index.cpu())
@@ -252,7 +309,7 @@ class StreamingSession:
     ) -> torch.Tensor:
         """One forward of new tokens into the store; on failure the store is rolled back to before it."""
         length = self.store.length
-        self.store.stage_tokens(token_index, frame_id, patch_index)
+        self.store.stage_tokens(token_index, frame_id, patch_index, positions)
         try:
             return self.adapter.forward(embeds.unsqueeze(0), positions, self.store, logits_to_keep=logits_to_keep)
         except BaseException:
@@ -395,6 +452,8 @@ class StreamingSession:
             memory_start=memory_start,
             memory_end=memory_end,
             next_position=c.next_position,
+            position_limit=self.position_limit,
+            reanchors=c.reanchors,
         )
 
     # ------------------------------------------------------------------ persistence

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from infinipot.rope_shift import RotaryConfig
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -38,12 +41,21 @@ class KVGeometry:
     num_kv_heads: int
     head_dim: int
     dtype: torch.dtype
+    position_rows: int = 1  # rows of rotary position ids per token: 3 for M-RoPE, 1 for 1-D RoPE
 
     @property
     def bytes_per_token(self) -> int:
-        """Bytes one token occupies across all layers and KV heads (keys + values)."""
+        """Bytes of keys + values one token occupies across all layers and KV heads (no metadata)."""
         element = torch.empty((), dtype=self.dtype).element_size()
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes one token costs in the session's store: keys, values and per-slot metadata (what budgets
+        in bytes divide by; see `infinipot.kv_store.slot_bytes`)."""
+        from infinipot.kv_store import slot_bytes
+
+        return slot_bytes(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype, self.position_rows)
 
 
 @dataclass
@@ -130,6 +142,36 @@ class VLMAdapter(ABC):
         """Run the language model over (1, n, hidden) embeddings with explicit positions, writing K/V into
         `cache` (a transformers Cache); return logits (1, n, vocab), or only the last `logits_to_keep`
         rows when it is > 0 (prefill needs none, a question only the last: the lm_head is costly)."""
+
+    # ------------------------------------------------------------------ re-anchoring (bounded positions)
+    # The layout-specific half of `infinipot.reanchor`: where a frame's anchor is and which position rows move
+    # with it. Each adapter implements these next to its position rule.
+
+    @property
+    def max_position_embeddings(self) -> int:
+        """The language model's trained position range (its config's `max_position_embeddings`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not report max_position_embeddings")
+
+    def rotary_config(self) -> "RotaryConfig":
+        """The language model's rotary settings for `infinipot.rope_shift.rotate_keys`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
+
+    @property
+    def position_frame_stride(self) -> int:
+        """Position distance between the anchors of two consecutive temporal frames when none is evicted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
+
+    def position_frame_anchor(self, positions: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        """(..., n) anchor of each visual token's frame, from its ids (..., rows, n) and patch index (..., n):
+        the same value for every token of a frame, increasing with the frame's place in the stream."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
+
+    def position_shift(
+        self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor
+    ) -> torch.Tensor:
+        """(..., rows, n) position deltas of visual tokens whose frame anchor moves by `frame_shift` (..., n)
+        (0 = the token stays); `positions` (..., rows, n) are their current ids."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""

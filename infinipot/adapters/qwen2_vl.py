@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import FrameError
+from ..rope_shift import RotaryConfig, rotary_config_from
 from .base import KVGeometry, VisualChunk, VLMAdapter, resolve_dtype
 from .preprocessing import normalize_frame_size, preprocess_qwen2_vl_video
 
@@ -78,6 +79,24 @@ class MRopePositionRule:
         ids = torch.stack([grid_t.reshape(-1), grid_h.reshape(-1), grid_w.reshape(-1)]).to(device)
         next_start = max(int(ids.max()) + 1, start + int(round(num_frames * self.temporal_step)))
         return ids, next_start
+
+    # Re-anchoring (infinipot/reanchor.py) under THIS layout: each frame has its own base (`start`), so a
+    # frame's anchor is its temporal id and all three rows of a frame move together. For the canonical video
+    # layout (one base for the whole stream: h/w ids shared by every frame, t = base + step·index), the anchor
+    # stays the t row, but only t moves by `frame_shift`; h and w move by the stream's base shift alone
+    # (e.g. `frame_shift` of the oldest held frame when it becomes index 0 at the new base).
+
+    def frame_stride(self, rows: int, cols: int) -> int:
+        """Anchor distance of two consecutive frames: the next start after one frame."""
+        return self.visual(0, 1, rows, cols)[1]
+
+    def frame_anchor(self, positions: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        """A frame's anchor: its temporal id (row 0), the same for all its tokens."""
+        return positions[..., 0, :]
+
+    def shift(self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor) -> torch.Tensor:
+        """Per-frame base: every row of a frame moves by the frame's shift."""
+        return frame_shift.unsqueeze(-2).expand(positions.shape)
 
 
 def _read_json(path: Path) -> dict:
@@ -163,6 +182,7 @@ class Qwen2VLAdapter(VLMAdapter):
             num_kv_heads=int(text.num_key_value_heads),
             head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads),
             dtype=self.dtype,
+            position_rows=3,
         )
         self._eos = self._collect_eos_ids()
 
@@ -274,6 +294,25 @@ class Qwen2VLAdapter(VLMAdapter):
     def visual_positions(self, start: int, chunk: VisualChunk) -> tuple[torch.Tensor, int]:
         rows, cols = chunk.frame_grid
         return self.position_rule.visual(start, chunk.num_frames, rows, cols, self.device)
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    def rotary_config(self) -> RotaryConfig:
+        return rotary_config_from(self._language_model.rotary_emb)
+
+    @property
+    def position_frame_stride(self) -> int:
+        return self.position_rule.frame_stride(*self.frame_grid)
+
+    def position_frame_anchor(self, positions: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        return self.position_rule.frame_anchor(positions, patch_index)
+
+    def position_shift(
+        self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor
+    ) -> torch.Tensor:
+        return self.position_rule.shift(positions, patch_index, frame_shift)
 
     def forward(
         self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object, logits_to_keep: int = 0
