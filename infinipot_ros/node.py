@@ -51,7 +51,7 @@ from .executor import BoundedThreadsExecutor  # noqa: E402
 from .diagnostics import CameraHealth, camera_status, worker_status  # noqa: E402
 from .frame_queue import WorkQueues  # noqa: E402
 from .parameters import CameraConfig, NodeSettings, declare_parameters, validate_update  # noqa: E402
-from .sampling import FrameSampler  # noqa: E402
+from infinipot.sampling import FrameSampler  # noqa: E402
 from .worker import AskRequest, AskResult, FrameItem, InferenceWorker, ResetRequest  # noqa: E402
 
 __all__ = ["InfiniPotNode", "main"]

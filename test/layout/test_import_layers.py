@@ -27,23 +27,29 @@ def module_name(path: Path, root: Path) -> str:
 
 def imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in the file, relative ones resolved."""
+    return [(line, target) for line, target, _ in imports_with_kind(path, root)]
+
+
+def imports_with_kind(path: Path, root: Path) -> list[tuple[int, str, bool]]:
+    """(line, absolute name, is_member) of every import; is_member: `name` of `from module import name`,
+    which may be a submodule or just an attribute of the module."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module_name(path, root).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str, bool]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
+            found.extend((node.lineno, alias.name, False) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.append((node.lineno, target))
+            found.append((node.lineno, target, False))
             # `from pkg import module` imports pkg.module too
-            found.extend((node.lineno, f"{target}.{alias.name}") for alias in node.names)
+            found.extend((node.lineno, f"{target}.{alias.name}", True) for alias in node.names)
     return found
 
 
@@ -63,6 +69,23 @@ def upward_imports(root: Path, layers: tuple[str, ...] = LAYERS) -> list[str]:
                 if other is not None and own is not None and other > own:
                     violations.append(f"{path.relative_to(root)}:{line} imports {target} ({layers[other]} is above {layers[own]})")
     return sorted(set(violations))
+
+
+#: modules that exist only once built: the rosidl-generated interfaces merged into infinipot_ros
+GENERATED = ("infinipot_ros.msg", "infinipot_ros.srv")
+
+
+def unresolved_imports(root: Path, layers: tuple[str, ...] = LAYERS) -> list[str]:
+    """First-party imports naming a module that is not in the tree (e.g. one left behind by a move)."""
+    known = {module_name(p, root) for package in layers for p in (root / package).rglob("*.py")}
+    missing = []
+    for package in layers:
+        for path in sorted((root / package).rglob("*.py")):
+            for line, target, is_member in imports_with_kind(path, root):
+                if is_member or layer_of(target, layers) is None or target in known or target.startswith(GENERATED):
+                    continue  # a member is an attribute unless it is a known module; its module is checked itself
+                missing.append(f"{path.relative_to(root)}:{line} imports {target}, which does not exist")
+    return sorted(set(missing))
 
 
 def module_cycles(root: Path, package: str) -> list[list[str]]:
@@ -103,6 +126,10 @@ def test_every_import_runs_downward() -> None:
     assert upward_imports(ROOT) == []
 
 
+def test_every_first_party_import_resolves() -> None:
+    assert unresolved_imports(ROOT) == []
+
+
 def test_engine_modules_have_no_import_cycle() -> None:
     assert module_cycles(ROOT, "infinipot") == []
 
@@ -130,6 +157,13 @@ def test_checker_flags_a_planted_upward_import(tmp_path: Path) -> None:
     _write(tmp_path, "high/b.py", "from low.a import f\nimport low\n")
     found = upward_imports(tmp_path, layers)
     assert len(found) == 2 and all(v.startswith("low/a.py:2 imports high.b") for v in found), found
+
+
+def test_checker_flags_an_import_left_behind_by_a_move(tmp_path: Path) -> None:
+    _write(tmp_path, "low/__init__.py", "")
+    _write(tmp_path, "low/a.py", "def f():\n    pass\n")
+    _write(tmp_path, "low/b.py", "from .a import f\nfrom .gone import g\nimport low.a\nfrom low import a\n")
+    assert unresolved_imports(tmp_path, ("low",)) == ["low/b.py:2 imports low.gone, which does not exist"]
 
 
 def test_checker_flags_a_planted_cycle(tmp_path: Path) -> None:
