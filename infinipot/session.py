@@ -42,13 +42,17 @@ __all__ = [
     "StreamingSession",
     "CompressionListener",
     "POSITION_LIMIT_SHARE",
+    "DEFAULT_BUDGET_TOKENS",
     "save_session",
     "load_session",
 ]
 
-#: default position limit as a share of the model's `max_position_embeddings`: half keeps every id (the
-#: question's and answer's included) well inside the trained range, with the other half never used
-POSITION_LIMIT_SHARE = 0.5
+#: default position limit as a share of the model's `max_position_embeddings`: the whole trained range.
+#: Every id (the question's and answer's included) stays inside it; the held frames are packed at its bottom.
+POSITION_LIMIT_SHARE = 1.0
+#: |M| for a capped policy given neither budget_tokens nor budget_mb: the paper's 6K-token cache
+#: (InfiniPot-V, arXiv 2506.15745: Qwen2-VL-7B at 6K matches the ~50K full cache within 1 point)
+DEFAULT_BUDGET_TOKENS = 6144
 
 #: called after every compression pass with (session, report); tests snapshot the surviving tokens here
 CompressionListener = Callable[["StreamingSession", CompressionReport], None]
@@ -60,7 +64,8 @@ class SessionConfig:
 
     policy: "infinipot" (TaR + VaN), "tar", "van", "uniform", "sliding_window" or "full" (uncapped
     baseline: any budget is ignored). budget_tokens / budget_mb: threshold |M| in tokens, or the hard cap
-    of the whole store in MiB (give at most one; neither = uncapped). target_ratio: |C| / |M|.
+    of the whole store in MiB, keys, values and metadata (give at most one; neither = DEFAULT_BUDGET_TOKENS,
+    the paper's 6K; uncapped only with policy "full"). target_ratio: |C| / |M|.
     recent_ratio, tar_share, van_pooling: policy settings (see infinipot/policies.py).
     max_question_tokens, max_new_tokens: size the store's reserve; longer questions are rejected.
     position_limit: every rotary position id stays below it, over a stream of any length (held frames are
@@ -82,6 +87,25 @@ class SessionConfig:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Every check that needs no model (policy name and ratios, budget forms, limits); raises the typed
+        error a session would raise. The ROS node calls it at start-up, so a bad value stops the node with
+        its reason instead of leaving a node whose model worker could never start."""
+        for name in ("max_question_tokens", "max_new_tokens", "max_question_chars"):
+            if int(getattr(self, name)) < 1:
+                raise BudgetError(f"{name} must be >= 1, got {getattr(self, name)}")
+        make_policy(self.policy, recent_ratio=self.recent_ratio, tar_share=self.tar_share, van_pooling=self.van_pooling)
+        if not 0.0 < self.target_ratio < 1.0:
+            raise BudgetError(f"target_ratio must be in (0, 1) (|C| < |M|), got {self.target_ratio}")
+        if self.budget_tokens is not None and self.budget_mb is not None:
+            raise BudgetError("give either budget_tokens or budget_mb, not both")
+        if self.budget_tokens is not None and (int(self.budget_tokens) != self.budget_tokens or self.budget_tokens < 1):
+            raise BudgetError(f"budget_tokens must be a positive integer, got {self.budget_tokens}")
+        if self.budget_mb is not None and not (self.budget_mb > 0 and math.isfinite(self.budget_mb)):
+            raise BudgetError(f"budget_mb must be a positive number, got {self.budget_mb}")
+        if self.position_limit is not None and (int(self.position_limit) != self.position_limit or self.position_limit < 1):
+            raise BudgetError(f"position_limit must be a positive integer, got {self.position_limit}")
 
 
 @dataclass(frozen=True)
@@ -153,9 +177,7 @@ class StreamingSession:
         self.adapter = adapter
         self.config = config if config is not None else SessionConfig()
         cfg = self.config
-        for name in ("max_question_tokens", "max_new_tokens", "max_question_chars"):
-            if int(getattr(cfg, name)) < 1:
-                raise BudgetError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        cfg.validate()
         self.policy = make_policy(
             cfg.policy, recent_ratio=cfg.recent_ratio, tar_share=cfg.tar_share, van_pooling=cfg.van_pooling
         )
@@ -165,9 +187,10 @@ class StreamingSession:
         geometry = adapter.geometry
         self.budget: CacheBudget | None = None
         if self.policy is not None:
+            default = cfg.budget_tokens is None and cfg.budget_mb is None  # capped by default
             self.budget = resolve_budget(
                 bytes_per_token=geometry.slot_bytes,  # keys, values and per-slot metadata
-                budget_tokens=cfg.budget_tokens,
+                budget_tokens=DEFAULT_BUDGET_TOKENS if default else cfg.budget_tokens,
                 budget_mb=cfg.budget_mb,
                 target_ratio=cfg.target_ratio,
                 reserve_tokens=self.reserve_tokens,
@@ -196,34 +219,35 @@ class StreamingSession:
         self._rotary = None  # the model's rotary settings, read at the first re-anchoring
 
     def _resolve_position_limit(self) -> int:
-        """The configured limit or the default share of the model's range; BudgetError if it cannot hold
-        the prefix, twice the memory's frames and the question reserve (then re-anchoring could not work)."""
+        """The configured limit or the default share of the model's range; BudgetError if it cannot hold the
+        prefix, the frames of |M| packed, one more block and the question reserve (the least re-anchoring
+        needs)."""
         limit = self.config.position_limit
         if limit is None:
             limit = int(POSITION_LIMIT_SHARE * self.adapter.max_position_embeddings)
         if int(limit) != limit or limit < 1:
             raise BudgetError(f"position_limit must be a positive integer, got {limit}")
-        frames = self.memory_frames if self.budget is not None else 1
-        stride = self.adapter.position_frame_stride if self.budget is not None else self.adapter.tokens_per_frame
-        needed = self._stream_start + 2 * (frames + 1) * stride + self.reserve_tokens
-        if self.budget is not None and limit < needed:
-            raise BudgetError(
-                f"position_limit {limit} cannot hold the prefix ({self._stream_start} positions), twice the "
-                f"{frames} frames of |M| ({stride} positions each) and the question reserve "
-                f"({self.reserve_tokens}): at least {needed} is needed"
-            )
+        if self.budget is not None:
+            stride = self.adapter.position_frame_stride
+            needed = self._stream_start + self.reserve_tokens + (self.memory_frames + 3) * stride
+            if limit < needed:
+                raise BudgetError(
+                    f"position_limit {limit} cannot hold the prefix ({self._stream_start} positions), the "
+                    f"{self.memory_frames} frames of |M| and one more block ({stride} positions each) and the "
+                    f"question reserve ({self.reserve_tokens}): at least {needed} is needed; lower the budget"
+                )
         return int(limit)
 
     def _reanchor(self) -> None:
-        """Move the held frames down (infinipot/reanchor.py) so the stream counter leaves at least half of
-        the positions after the prefix free; the counter follows the newest frame."""
+        """Move the held frames down (infinipot/reanchor.py): packed after the prefix, squeezed only if they
+        would leave no room for the newest frame's extent and one more block; the counter follows the newest
+        frame."""
         if self._rotary is None:
             self._rotary = self.adapter.rotary_config()
         c = self._counters
-        window = self.position_limit - self._stream_start - self.reserve_tokens
-        newest_extent = self.adapter.position_frame_stride
-        room = max(0, window // 2 - newest_extent)
-        shift = reanchor_store(self.store, self.adapter, self._rotary, start=self._stream_start, room=room)
+        stride = self.adapter.position_frame_stride
+        room = self.position_limit - self._stream_start - self.reserve_tokens - 2 * stride
+        shift = reanchor_store(self.store, self.adapter, self._rotary, start=self._stream_start, room=max(0, room))
         c.next_position += shift
         c.reanchors += 1
 
