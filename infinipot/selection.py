@@ -111,13 +111,28 @@ def build_context(
 
 
 def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(H, n) bool: per head the k[h] best-scored tokens that are not excluded (ties: lower slot first)."""
+    """(H, n) bool: per head the k[h] best-scored tokens that are not excluded (ties: lower slot first).
+
+    Fast path (every head the same k, no tie across the boundary: the usual case for continuous scores): one
+    unsorted `topk` gives each head's k-th best key v, and when exactly k keys are >= v that set is the answer,
+    whatever order topk returned. Otherwise (ties at the boundary, fewer candidates than k, per-head k) the
+    exact stable sort decides. Both give the same set, never dependent on topk's tie order: deterministic."""
     heads, n = scores.shape
-    # Candidates get finite keys (NaN = worst), excluded tokens -inf, so one stable sort ranks every
-    # candidate ahead of every excluded token and keeps slot order among equal scores.
-    largest = torch.finfo(torch.float64).max
-    key = torch.nan_to_num(scores.to(torch.float64), nan=-largest, posinf=largest, neginf=-largest)
-    key = key.masked_fill(excluded, -math.inf)
+    if scores.dtype not in (torch.float32, torch.float64):
+        scores = scores.to(torch.float64)
+    k_max, k_min = int(k.max()), int(k.min())
+    if k_max <= 0:
+        return torch.zeros_like(excluded)
+    if k_min == k_max <= n:
+        # A NaN or infinite candidate makes the boundary non-finite (topk ranks NaN first): then the exact path.
+        key = scores.masked_fill(excluded, -math.inf)
+        boundary = key.topk(k_max, dim=1, sorted=False).values.min(dim=1, keepdim=True).values  # (H, 1)
+        chosen = key >= boundary
+        if bool(((chosen.sum(1) == k_max) & torch.isfinite(boundary[:, 0])).all()):
+            return chosen
+    largest = torch.finfo(scores.dtype).max
+    # Candidates get finite keys (NaN = worst), excluded tokens -inf, so candidates outrank every excluded one.
+    key = torch.nan_to_num(scores, nan=-largest, posinf=largest, neginf=-largest).masked_fill_(excluded, -math.inf)
     order = torch.argsort(key, dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(n, device=order.device).expand(heads, n))
@@ -136,9 +151,14 @@ def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch
         return torch.arange(ctx.prefix_length + n, device=device).expand(heads, -1).clone()
 
     recent = ctx.recent_mask
-    budget_per_head = torch.full((heads,), budget, dtype=torch.int64, device=device)
-    keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
-    kept_recent = keep.sum(1)
+    kept_recent = recent.sum(1)
+    fits = bool((kept_recent <= budget).all())
+    if fits:
+        keep = recent.clone()  # all recent tokens fit
+    else:  # the newest `budget` of them by token index
+        budget_per_head = torch.full((heads,), budget, dtype=torch.int64, device=device)
+        keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)
+        kept_recent = keep.sum(1)
     left = budget - kept_recent
     if policy.secondary is None:
         primary_k, secondary_k = left, torch.zeros_like(left)
@@ -146,10 +166,12 @@ def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy) -> torch
         share = tar_share_tokens(budget, policy.tar_share) if bool(recent.any()) else 0  # rule 3
         primary_k = (share - kept_recent).clamp(min=0)
         secondary_k = left - primary_k
+    # keep already holds every recent token when they fit, so it is the exclusion mask itself.
+    excluded = (lambda: keep) if fits else (lambda: recent | keep)
     if bool((primary_k > 0).any()):
-        keep |= _top_k_mask(policy.primary.score(ctx), recent | keep, primary_k)
+        keep |= _top_k_mask(policy.primary.score(ctx), excluded(), primary_k)
     if policy.secondary is not None and bool((secondary_k > 0).any()):
-        keep |= _top_k_mask(policy.secondary.score(ctx), recent | keep, secondary_k)
+        keep |= _top_k_mask(policy.secondary.score(ctx), excluded(), secondary_k)
 
     kept = keep.nonzero()[:, 1].view(heads, budget) + ctx.prefix_length  # row-major: ascending per head
     return torch.cat([prefix, kept], dim=1)
