@@ -6,10 +6,14 @@ allocated once as (1, H, capacity, D) and never reallocated; a write past the en
 `CacheCapacityError`. Compression (InfiniPot-V, arXiv 2506.15745) moves the kept slots to the front, per head,
 so each KV head may keep different tokens while all heads keep the same count.
 
-Every slot also carries metadata the scorers need: the token's global id in the stream (`token_index`), its
-temporal frame (`frame_id`, -1 for text) and its spatial position in that frame (`patch_index`, -1 for text).
-The caller stages these with `stage_tokens()` before each forward; each layer's `update()` writes them next to
-that layer's keys and values, so metadata and K/V move together in `compact()`.
+Every slot also carries metadata the scorers need: the token's global id in the stream (`token_index`,
+int64: ids never repeat over a stream of any length), its temporal frame (`frame_id`, int32, -1 for text),
+its spatial position in that frame (`patch_index`, int32, -1 for text), and the rotary position ids it was
+written with (`positions`, int32, `position_rows` rows: 3 for M-RoPE, 1 for 1-D RoPE; kept so cached keys can
+be re-anchored by rotation, see `infinipot.rope_shift`). The caller stages these with `stage_tokens()` before
+each forward; each layer's `update()` writes them next to that layer's keys and values, so metadata and K/V
+move together in `compact()`. The metadata lives on the store's device and is part of the cap:
+`bytes_per_token` and `nbytes_capacity` count keys, values AND metadata (`slot_bytes` gives the formula).
 
 `capacity=None` is the uncapped full-cache baseline only: storage grows by amortised doubling.
 
@@ -24,9 +28,23 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from infinipot.errors import CacheCapacityError
 
-__all__ = ["FixedKVStore", "FixedKVLayer"]
+__all__ = ["FixedKVStore", "FixedKVLayer", "slot_bytes"]
 
-_META_FIELDS = ("token_index", "frame_id", "patch_index")
+_META_FIELDS = ("token_index", "frame_id", "patch_index", "positions")
+_META_DTYPES = {"token_index": torch.int64, "frame_id": torch.int32, "patch_index": torch.int32,
+                "positions": torch.int32}
+
+
+def slot_bytes(
+    num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype, position_rows: int = 1
+) -> int:
+    """Bytes one token costs in a `FixedKVStore`, over all layers and KV heads: keys + values (2·D elements
+    of `dtype`) plus its metadata (int64 token id, int32 frame id, int32 patch index, `position_rows` int32
+    position ids). This is what a budget in bytes must divide by."""
+    element = torch.empty((), dtype=dtype).element_size()
+    meta = sum(torch.empty((), dtype=d).element_size() for n, d in _META_DTYPES.items() if n != "positions")
+    meta += position_rows * torch.empty((), dtype=_META_DTYPES["positions"]).element_size()
+    return num_layers * num_kv_heads * (2 * head_dim * element + meta)
 #: first allocation of an uncapped store, in tokens
 _MIN_GROWTH = 64
 
@@ -103,12 +121,15 @@ class FixedKVStore(Cache):
         capacity: int | None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        position_rows: int = 1,
     ):
         if num_layers <= 0 or num_kv_heads <= 0 or head_dim <= 0:
             raise ValueError(
                 f"KV geometry must be positive, got layers={num_layers}, heads={num_kv_heads}, "
                 f"head_dim={head_dim}"
             )
+        if position_rows <= 0:
+            raise ValueError(f"position_rows must be positive, got {position_rows}")
         if capacity is not None and capacity <= 0:
             raise ValueError(f"capacity must be positive or None, got {capacity}")
         self.num_layers = int(num_layers)
@@ -116,6 +137,7 @@ class FixedKVStore(Cache):
         self.head_dim = int(head_dim)
         self.dtype = dtype
         self.device = torch.device(device)
+        self.position_rows = int(position_rows)
         self._capacity = None if capacity is None else int(capacity)
         alloc = self._capacity if self._capacity is not None else 0
         layers = [
@@ -123,12 +145,11 @@ class FixedKVStore(Cache):
             for i in range(self.num_layers)
         ]
         super().__init__(layers=layers)
-        self.token_index = self._empty_meta(alloc)
-        self.frame_id = self._empty_meta(alloc)
-        self.patch_index = self._empty_meta(alloc)
+        for name in _META_FIELDS:
+            setattr(self, name, self._empty_meta(name, alloc))
         self._lengths = [0] * self.num_layers
         self._next_token = [0] * self.num_layers  # per layer, so a forward's layers agree on auto ids
-        self._staged: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._staged: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._staged_used = [True] * self.num_layers
         self.prefix_length = 0
 
@@ -136,9 +157,11 @@ class FixedKVStore(Cache):
     def _empty_kv(self, slots: int) -> torch.Tensor:
         return torch.zeros((1, self.num_kv_heads, slots, self.head_dim), dtype=self.dtype, device=self.device)
 
-    def _empty_meta(self, slots: int) -> torch.Tensor:
+    def _empty_meta(self, name: str, slots: int) -> torch.Tensor:
         shape = (self.num_layers, self.num_kv_heads, slots)
-        return torch.full(shape, -1, dtype=torch.int64, device=self.device)
+        if name == "positions":
+            shape = (self.num_layers, self.num_kv_heads, self.position_rows, slots)
+        return torch.full(shape, -1, dtype=_META_DTYPES[name], device=self.device)
 
     @property
     def capacity(self) -> int | None:
@@ -152,18 +175,19 @@ class FixedKVStore(Cache):
 
     @property
     def bytes_per_token(self) -> int:
-        """Bytes one token occupies across layers and heads, keys + values."""
-        element = torch.empty((), dtype=self.dtype).element_size()
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element
+        """Bytes one token occupies across layers and heads: keys + values + metadata (`slot_bytes`)."""
+        return slot_bytes(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype, self.position_rows)
 
     @property
     def nbytes_capacity(self) -> int:
-        """Bytes allocated for keys and values: the hard cap (uncapped: the current allocation)."""
-        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.layers)
+        """Bytes allocated per slot for keys, values and metadata: the hard cap (uncapped: the current
+        allocation). Every tensor the store allocates per slot is in this sum."""
+        kv = sum(layer.keys.nbytes + layer.values.nbytes for layer in self.layers)
+        return kv + sum(getattr(self, name).nbytes for name in _META_FIELDS)
 
     @property
     def nbytes_used(self) -> int:
-        """Bytes of keys and values in used slots."""
+        """Bytes of keys, values and metadata in used slots."""
         per_layer = self.bytes_per_token // self.num_layers
         return sum(self._lengths) * per_layer
 
@@ -188,8 +212,8 @@ class FixedKVStore(Cache):
         if needed > alloc:
             new_slots = max(needed, 2 * alloc, _MIN_GROWTH)
             for name in _META_FIELDS:
-                grown = self._empty_meta(new_slots)
-                grown[:, :, :alloc] = getattr(self, name)
+                grown = self._empty_meta(name, new_slots)
+                grown[..., :alloc] = getattr(self, name)
                 setattr(self, name, grown)
 
     # ------------------------------------------------------------------------------------------- lengths
@@ -211,37 +235,57 @@ class FixedKVStore(Cache):
 
     # ----------------------------------------------------------------------------------------- writing
     def stage_tokens(
-        self, token_index: torch.Tensor, frame_id: torch.Tensor, patch_index: torch.Tensor
+        self,
+        token_index: torch.Tensor,
+        frame_id: torch.Tensor,
+        patch_index: torch.Tensor,
+        positions: torch.Tensor | None = None,
     ) -> None:
-        """Give the metadata of the n tokens the next forward writes; each layer's next `update()` uses it."""
+        """Give the metadata of the n tokens the next forward writes; each layer's next `update()` uses it.
+
+        positions: the (position_rows, n) rotary position ids of the forward (any shape that reshapes to it,
+        e.g. (3, 1, n)); None = unknown (-1), and such tokens cannot be re-anchored."""
         n = int(token_index.shape[0])
         tensors = []
         for name, t in (("token_index", token_index), ("frame_id", frame_id), ("patch_index", patch_index)):
             t = torch.as_tensor(t)
             if t.dim() != 1 or t.shape[0] != n:
                 raise ValueError(f"{name} must be a 1-D tensor of length {n}, got shape {tuple(t.shape)}")
-            tensors.append(t.to(device=self.device, dtype=torch.int64))
-        self._staged = (tensors[0], tensors[1], tensors[2])
+            tensors.append(t.to(device=self.device, dtype=_META_DTYPES[name]))
+        if positions is None:
+            rows = torch.full((self.position_rows, n), -1, dtype=torch.int32, device=self.device)
+        else:
+            positions = torch.as_tensor(positions)
+            if positions.numel() != self.position_rows * n:
+                raise ValueError(
+                    f"positions must hold {self.position_rows} rows of {n} ids, got shape {tuple(positions.shape)}"
+                )
+            if positions.numel() and int(positions.max()) >= 2**31:
+                raise ValueError("position ids above 2^31 cannot be stored (int32)")
+            rows = positions.reshape(self.position_rows, n).to(device=self.device, dtype=torch.int32)
+        self._staged = (tensors[0], tensors[1], tensors[2], rows)
         self._staged_used = [False] * self.num_layers
 
-    def _metadata_for(self, layer_idx: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _metadata_for(self, layer_idx: int, n: int) -> tuple[torch.Tensor, ...]:
         """Staged metadata for this layer's write, or text metadata with fresh ids when nothing is staged
         (e.g. `model.generate` decoding one token at a time)."""
         if self._staged is not None and not self._staged_used[layer_idx]:
-            token_index, frame_id, patch_index = self._staged
+            token_index = self._staged[0]
             if token_index.shape[0] != n:
                 raise ValueError(
                     f"layer {layer_idx}: {n} key states but {token_index.shape[0]} tokens staged "
                     "with stage_tokens()"
                 )
             self._staged_used[layer_idx] = True
+            staged = self._staged
             if all(self._staged_used):
                 self._staged = None
-            return token_index, frame_id, patch_index
+            return staged
         start = self._next_token[layer_idx]
         token_index = torch.arange(start, start + n, dtype=torch.int64, device=self.device)
-        text = torch.full((n,), -1, dtype=torch.int64, device=self.device)
-        return token_index, text, text
+        text = torch.full((n,), -1, dtype=torch.int32, device=self.device)
+        unknown = torch.full((self.position_rows, n), -1, dtype=torch.int32, device=self.device)
+        return token_index, text, text, unknown
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
@@ -265,13 +309,14 @@ class FixedKVStore(Cache):
         start = self._lengths[layer_idx]
         end = start + n
         self._ensure_room(layer_idx, end)
-        token_index, frame_id, patch_index = self._metadata_for(layer_idx, n)
+        token_index, frame_id, patch_index, positions = self._metadata_for(layer_idx, n)
         layer = self.layers[layer_idx]
         layer.keys[:, :, start:end].copy_(key_states)
         layer.values[:, :, start:end].copy_(value_states)
         self.token_index[layer_idx, :, start:end] = token_index
         self.frame_id[layer_idx, :, start:end] = frame_id
         self.patch_index[layer_idx, :, start:end] = patch_index
+        self.positions[layer_idx, :, :, start:end] = positions.unsqueeze(0)
         self._lengths[layer_idx] = end
         if n:
             self._next_token[layer_idx] = max(self._next_token[layer_idx], int(token_index.max()) + 1)
@@ -293,6 +338,23 @@ class FixedKVStore(Cache):
             self.frame_id[layer_idx, :, :end],
             self.patch_index[layer_idx, :, :end],
         )
+
+    def position_ids(self, layer_idx: int) -> torch.Tensor:
+        """(H, position_rows, len) int32 rotary position ids of one layer's used slots (-1 = unknown).
+        A view of the store: write only through `reanchor`."""
+        return self.positions[layer_idx, :, :, : self._lengths[layer_idx]]
+
+    def reanchor(self, layer_idx: int, keys: torch.Tensor, positions: torch.Tensor) -> None:
+        """Replace one layer's used keys (1, H, len, D) and their position ids (H, rows, len) in place: the
+        keys rotated to new positions (`infinipot.rope_shift`). Values and other metadata do not change."""
+        end = self._lengths[layer_idx]
+        layer = self.layers[layer_idx]
+        if tuple(keys.shape) != (1, self.num_kv_heads, end, self.head_dim):
+            raise ValueError(f"keys {tuple(keys.shape)} do not match layer {layer_idx}'s used slots")
+        if tuple(positions.shape) != (self.num_kv_heads, self.position_rows, end):
+            raise ValueError(f"positions {tuple(positions.shape)} do not match layer {layer_idx}'s used slots")
+        layer.keys[:, :, :end].copy_(keys)
+        self.positions[layer_idx, :, :, :end].copy_(positions)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self._lengths[layer_idx]
@@ -363,7 +425,11 @@ class FixedKVStore(Cache):
             buffer[0, :, :n_keep].copy_(kept.view(self.num_kv_heads, n_keep, self.head_dim))
         for name in _META_FIELDS:
             meta = getattr(self, name)[layer_idx]
-            meta[:, :n_keep] = meta[:, :length].gather(1, keep)
+            if name == "positions":
+                index = keep.unsqueeze(1).expand(-1, self.position_rows, -1)
+                meta[:, :, :n_keep] = meta[:, :, :length].gather(2, index)
+            else:
+                meta[:, :n_keep] = meta[:, :length].gather(1, keep)
         self._lengths[layer_idx] = n_keep
 
     def reset(self) -> None:
@@ -392,9 +458,7 @@ class FixedKVStore(Cache):
             "next_token_index": max(self._next_token),
             "keys": torch.stack([layer.keys[0, :, :end] for layer in self.layers]).cpu(),
             "values": torch.stack([layer.values[0, :, :end] for layer in self.layers]).cpu(),
-            "token_index": self.token_index[:, :, :end].cpu().clone(),
-            "frame_id": self.frame_id[:, :, :end].cpu().clone(),
-            "patch_index": self.patch_index[:, :, :end].cpu().clone(),
+            **{name: getattr(self, name)[..., :end].cpu().clone() for name in _META_FIELDS},
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
@@ -415,8 +479,10 @@ class FixedKVStore(Cache):
         for layer_idx, layer in enumerate(self.layers):
             layer.keys[0, :, :end].copy_(state["keys"][layer_idx])  # type: ignore[index]
             layer.values[0, :, :end].copy_(state["values"][layer_idx])  # type: ignore[index]
+        if "positions" not in state:
+            raise ValueError("the saved store has no position ids (saved by an older version); cannot resume it")
         for name in _META_FIELDS:
-            getattr(self, name)[:, :, :end].copy_(state[name])  # type: ignore[arg-type]
+            getattr(self, name)[..., :end].copy_(state[name])  # type: ignore[arg-type]
         self._lengths = [end] * self.num_layers
         self._next_token = [int(state["next_token_index"])] * self.num_layers
         self.prefix_length = int(state["prefix_length"])

@@ -22,12 +22,20 @@ __all__ = ["reference_recent_frames", "reference_tar_scores", "reference_van_sco
 
 
 def reference_recent_frames(ctx: ScoringContext, recent_ratio: float) -> set[int]:
-    """Ids of the newest R frames over all heads, R = min(F, max(1, floor(F·r))) (0 if r <= 0 or F == 0)."""
-    frames = sorted({f for row in ctx.frame_id.tolist() for f in row if f >= 0})
-    if recent_ratio <= 0 or not frames:
+    """Ids of the newest R frames held over all heads. R = r·f rounded down, at least 1 (0 if r <= 0), with f =
+    `ctx.memory_frames`, the frames that fit in |M|: fixed by the budget, not by how many frames are held."""
+    if recent_ratio <= 0 or ctx.memory_frames <= 0:
         return set()
-    count = min(len(frames), max(1, int(len(frames) * recent_ratio)))
-    return set(frames[len(frames) - count :])
+    count = 1
+    while (count + 1) <= recent_ratio * ctx.memory_frames:
+        count += 1
+    held = sorted({f for row in ctx.frame_id.tolist() for f in row if f >= 0})
+    newest: set[int] = set()
+    for frame in reversed(held):
+        if len(newest) == count:
+            break
+        newest.add(frame)
+    return newest
 
 
 def _unit(vector: list[float]) -> list[float]:
@@ -133,8 +141,13 @@ def reference_select(ctx: ScoringContext, policy: CompressionPolicy) -> torch.Te
         kept = sorted(recent_slots, key=lambda i: -token_index[h][i])[:budget]
         if secondary is None:
             primary_count = budget - len(kept)
+        elif not recent:
+            primary_count = 0  # no reference frame: the primary's (TaR's) share goes to the secondary
         else:
-            primary_count = max(0, math.floor(policy.tar_share * budget) - len(kept))
+            secondary_share = int(math.floor((1.0 - policy.tar_share) * budget + 0.5))
+            if (1.0 - policy.tar_share) * budget + 0.5 == secondary_share and secondary_share % 2:
+                secondary_share -= 1  # an exact half rounds to even, as the authors' Python round() does
+            primary_count = max(0, (budget - secondary_share) - len(kept))
         older = [i for i in range(n) if frame_id[h][i] not in recent]
         kept += _best(older, primary[h], primary_count)
         if secondary is not None:

@@ -5,12 +5,18 @@ per-head gather in exactly the same way, so that comparisons measure the scores 
 
 Rules, per layer and per KV head (InfiniPot-V, arXiv 2506.15745, Sec. 3; facts in shared/notes):
 1. The prefix slots [0, prefix_length) are always kept and never move.
-2. Recent frames: F = the number of distinct frame ids (>= 0) in the layer's evictable region, counted over
-   all its heads. The newest R frames by frame id are protected, R = min(F, max(1, floor(F·recent_ratio)))
-   when recent_ratio > 0 and F > 0, else 0 (at least one, so TaR always has a reference frame). Their tokens
-   are kept; if they alone exceed the budget, the newest of them by token_index are kept.
-3. Primary scorer: with a secondary scorer it gets floor(tar_share·budget) slots including the recent tokens,
-   so max(0, that − recent) of its top-scored older tokens are forced in; without one it fills the rest.
+2. Recent frames: R = max(1, floor(recent_ratio·f)) for recent_ratio > 0, else 0, where f = `memory_frames`,
+   the frames of the model that fit in the visual part of |M| ((|M| − prefix) // tokens per frame). R is
+   fixed by the budget (the paper's r·f, App. A.2; the authors' `int(current_frames·query_ratio)`), the same
+   at every compression. It is NOT the number of distinct frame ids still held: older frames keep a few
+   tokens each after every pass, so that count grows and the recent block would swallow the budget. (At
+   least one frame when recent_ratio > 0, so TaR always has a reference.) The newest R frame ids held in the
+   layer (over all its heads) are protected: their tokens are kept; if they alone exceed the budget, the
+   newest of them by token_index are kept.
+3. Primary scorer: with a secondary scorer it gets the authors' share b − round((1 − tar_share)·b) of the
+   budget b, recent tokens included, so max(0, that − recent) of its top-scored older tokens are forced in;
+   without one it fills the rest. With no recent frames (recent_ratio 0) a primary that has a secondary
+   has no reference frame (TaR): its share goes to the secondary (VaN).
 4. Secondary scorer: fills the rest of the budget with its top scores among the tokens still out.
 5. Ties rank the older slot first. Kept slots are returned in ascending slot (= temporal) order.
 6. Frame text (timestamps, frame wrappers: frame_id >= 0, patch_index -1) is never scored and never counted
@@ -34,6 +40,7 @@ __all__ = [
     "CompressionReport",
     "recent_frame_count",
     "recent_frame_mask",
+    "tar_share_tokens",
     "build_context",
     "select_keep_indices",
     "compress_store",
@@ -50,19 +57,24 @@ class CompressionReport:
     duration_s: float
 
 
-def recent_frame_count(num_frames: int, recent_ratio: float) -> int:
-    """R = min(F, max(1, floor(F·r))) for r > 0 and F > 0, else 0 (rule 2 of the module doc)."""
-    if recent_ratio <= 0.0 or num_frames <= 0:
+def recent_frame_count(memory_frames: int, recent_ratio: float) -> int:
+    """R = max(1, floor(f·r)) for r > 0 and f > 0, else 0; f = frames that fit in |M| (rule 2)."""
+    if recent_ratio <= 0.0 or memory_frames <= 0:
         return 0
-    return min(num_frames, max(1, math.floor(num_frames * recent_ratio)))
+    return max(1, math.floor(memory_frames * recent_ratio))
 
 
-def recent_frame_mask(frame_id: torch.Tensor, recent_ratio: float) -> torch.Tensor:
-    """(H, n) bool: tokens of the newest R frames, with frames counted over all heads (rule 2)."""
-    frames = torch.unique(frame_id[frame_id >= 0])  # sorted ascending
-    count = recent_frame_count(int(frames.numel()), recent_ratio)
-    if count == 0:
+def tar_share_tokens(budget: int, tar_share: float) -> int:
+    """The primary (TaR) share of a budget b, recent tokens included: b − round((1 − α)·b), the authors'
+    rounding (Python's round, halves to even)."""
+    return int(budget) - round((1.0 - tar_share) * int(budget))
+
+
+def recent_frame_mask(frame_id: torch.Tensor, count: int) -> torch.Tensor:
+    """(H, n) bool: tokens of the newest `count` frame ids held, frames counted over all heads (rule 2)."""
+    if count <= 0:
         return torch.zeros_like(frame_id, dtype=torch.bool)
+    frames = torch.unique(frame_id[frame_id >= 0])  # sorted ascending
     return torch.isin(frame_id, frames[-count:])
 
 
@@ -73,35 +85,57 @@ def build_context(
     recent_ratio: float,
     frame_grid: tuple[int, int],
     budget: int,
+    memory_frames: int | None = None,
 ) -> ScoringContext:
-    """The scoring context of one store layer: its evictable slots [prefix_length, length)."""
+    """The scoring context of one store layer: its evictable slots [prefix_length, length).
+
+    memory_frames: f of rule 2. None = the evictable tokens held now in frames' worth (length − prefix) //
+    tokens per frame: the authors' `current_frames`, which is f when called at the trigger (store full)."""
     prefix = store.prefix_length
     keys, values = store.view(layer_idx)
-    token_index, frame_id, patch_index = store.metadata(layer_idx)
-    frame_id = frame_id[:, prefix:]
+    token_index, frame_id, patch_index = (m[:, prefix:].long() for m in store.metadata(layer_idx))
+    per_frame = int(frame_grid[0]) * int(frame_grid[1])
+    if memory_frames is None:
+        memory_frames = int(frame_id.shape[1]) // max(1, per_frame)
     return ScoringContext(
         keys=keys[0, :, prefix:],
         values=values[0, :, prefix:],
-        token_index=token_index[:, prefix:],
+        token_index=token_index,
         frame_id=frame_id,
-        patch_index=patch_index[:, prefix:],
-        recent_mask=recent_frame_mask(frame_id, recent_ratio),
+        patch_index=patch_index,
+        recent_mask=recent_frame_mask(frame_id, recent_frame_count(memory_frames, recent_ratio)),
         frame_grid=(int(frame_grid[0]), int(frame_grid[1])),
         layer_idx=layer_idx,
         num_layers=store.num_layers,
         budget=int(budget),
         prefix_length=prefix,
+        memory_frames=int(memory_frames),
     )
 
 
 def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(H, n) bool: per head the k[h] best-scored tokens that are not excluded (ties: lower slot first)."""
+    """(H, n) bool: per head the k[h] best-scored tokens that are not excluded (ties: lower slot first).
+
+    Fast path (every head the same k, no tie across the boundary: the usual case for continuous scores): one
+    unsorted `topk` gives each head's k-th best key v, and when exactly k keys are >= v that set is the answer,
+    whatever order topk returned. Otherwise (ties at the boundary, fewer candidates than k, per-head k) the
+    exact stable sort decides. Both give the same set, never dependent on topk's tie order: deterministic."""
     heads, n = scores.shape
-    # Candidates get finite keys (NaN = worst), excluded tokens -inf, so one stable sort ranks every
-    # candidate ahead of every excluded token and keeps slot order among equal scores.
-    largest = torch.finfo(torch.float64).max
-    key = torch.nan_to_num(scores.to(torch.float64), nan=-largest, posinf=largest, neginf=-largest)
-    key = key.masked_fill(excluded, -math.inf)
+    if scores.dtype not in (torch.float32, torch.float64):
+        scores = scores.to(torch.float64)
+    k_max, k_min = int(k.max()), int(k.min())
+    if k_max <= 0:
+        return torch.zeros_like(excluded)
+    if k_min == k_max <= n:
+        # A NaN or infinite candidate makes the boundary non-finite (topk ranks NaN first): then the exact path.
+        key = scores.masked_fill(excluded, -math.inf)
+        boundary = key.topk(k_max, dim=1, sorted=False).values.min(dim=1, keepdim=True).values  # (H, 1)
+        chosen = key >= boundary
+        if bool(((chosen.sum(1) == k_max) & torch.isfinite(boundary[:, 0])).all()):
+            return chosen
+    largest = torch.finfo(scores.dtype).max
+    # Candidates get finite keys (NaN = worst), excluded tokens -inf, so candidates outrank every excluded one.
+    key = torch.nan_to_num(scores, nan=-largest, posinf=largest, neginf=-largest).masked_fill_(excluded, -math.inf)
     order = torch.argsort(key, dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(n, device=order.device).expand(heads, n))
@@ -130,19 +164,29 @@ def _keep_mask(
     device = ctx.token_index.device
     recent = ctx.recent_mask & ~excluded
     budget_per_head = torch.as_tensor(budget, dtype=torch.int64, device=device).expand(heads).clone()
-    keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)  # all recent, or the newest `budget`
-    kept_recent = keep.sum(1)
+    kept_recent = recent.sum(1)
+    fits = bool((kept_recent <= budget_per_head).all())
+    if fits:
+        keep = recent.clone()  # all recent tokens fit
+    else:  # the newest `budget` of them by token index
+        keep = _top_k_mask(ctx.token_index, ~recent, budget_per_head)
+        kept_recent = keep.sum(1)
     left = budget_per_head - kept_recent
     if policy.secondary is None:
         primary_k, secondary_k = left, torch.zeros_like(left)
     else:
-        share = torch.floor(policy.tar_share * budget_per_head.to(torch.float64)).to(torch.int64)
+        if bool(recent.any()):  # rule 3: b - round((1 - alpha) b), per head (torch.round halves to even, as round)
+            share = budget_per_head - torch.round((1.0 - policy.tar_share) * budget_per_head.to(torch.float64)).long()
+        else:  # no reference frame: TaR's share goes to the secondary (VaN)
+            share = torch.zeros_like(budget_per_head)
         primary_k = (share - kept_recent).clamp(min=0)
         secondary_k = left - primary_k
+    # with every recent token kept, `keep | excluded` is the exclusion mask itself
+    out = (lambda: keep | excluded) if fits else (lambda: recent | keep | excluded)
     if bool((primary_k > 0).any()):
-        keep |= _top_k_mask(_scores(ctx, policy.primary, memo), recent | keep | excluded, primary_k)
+        keep |= _top_k_mask(_scores(ctx, policy.primary, memo), out(), primary_k)
     if policy.secondary is not None and bool((secondary_k > 0).any()):
-        keep |= _top_k_mask(_scores(ctx, policy.secondary, memo), recent | keep | excluded, secondary_k)
+        keep |= _top_k_mask(_scores(ctx, policy.secondary, memo), out(), secondary_k)
     return keep
 
 
@@ -286,8 +330,12 @@ def compress_store(
     policy: CompressionPolicy,
     target_tokens: int,
     frame_grid: tuple[int, int],
+    memory_frames: int | None = None,
 ) -> CompressionReport:
-    """Shrink every layer of `store` in place to `target_tokens` (|C|, prefix included) with `policy`."""
+    """Shrink every layer of `store` in place to `target_tokens` (|C|, prefix included) with `policy`.
+
+    memory_frames: f, the frames that fit in |M| (rule 2); the session passes the value its budget fixes.
+    None = the tokens held at this call in frames' worth (the authors' rule at the trigger)."""
     if policy is None:
         raise PolicyError("the full-cache policy has no compression; do not call compress_store for it")
     if target_tokens < store.prefix_length:
@@ -300,8 +348,11 @@ def compress_store(
     start = time.perf_counter()
     if before > target_tokens:
         budget = target_tokens - store.prefix_length
+        if memory_frames is None:
+            memory_frames = (before - store.prefix_length) // max(1, int(frame_grid[0]) * int(frame_grid[1]))
         contexts = [
-            build_context(store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget)
+            build_context(store, layer_idx, recent_ratio=policy.recent_ratio, frame_grid=frame_grid, budget=budget,
+                          memory_frames=memory_frames)
             for layer_idx in range(store.num_layers)
         ]
         # Frame text (rule 6) lets heads and layers differ in count; all must keep one length. A head that

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adapters.base import VLMAdapter
+from .adapters.base import VisualChunk, VLMAdapter
 from .adapters.preprocessing import validate_frame
 from .budget import CacheBudget, resolve_budget
 from .evidence import AttentionRecorder, EvidenceFrame, frame_weights, install_probe, recording, select_layers, top_evidence
@@ -37,6 +37,7 @@ from .kv_store import FixedKVStore
 from .memory_map import HeldFrame, held_frames
 from .persistence import SessionCheckpoint, read_checkpoint, write_checkpoint
 from .policies import make_policy
+from .reanchor import reanchor_store
 from .selection import CompressionReport, compress_store
 
 __all__ = [
@@ -48,9 +49,18 @@ __all__ = [
     "EvidenceFrame",
     "HeldFrame",
     "make_checkpoint",
+    "POSITION_LIMIT_SHARE",
+    "DEFAULT_BUDGET_TOKENS",
     "save_session",
     "load_session",
 ]
+
+#: default position limit as a share of the model's `max_position_embeddings`: the whole trained range.
+#: Every id (the question's and answer's included) stays inside it; the held frames are packed at its bottom.
+POSITION_LIMIT_SHARE = 1.0
+#: |M| for a capped policy given neither budget_tokens nor budget_mb: the paper's 6K-token cache
+#: (InfiniPot-V, arXiv 2506.15745: Qwen2-VL-7B at 6K matches the ~50K full cache within 1 point)
+DEFAULT_BUDGET_TOKENS = 6144
 
 #: called after every compression pass with (session, report); tests snapshot the surviving tokens here
 CompressionListener = Callable[["StreamingSession", CompressionReport], None]
@@ -62,13 +72,17 @@ class SessionConfig:
 
     policy: "infinipot" (TaR + VaN), "tar", "van", "uniform", "sliding_window" or "full" (uncapped
     baseline: any budget is ignored). budget_tokens / budget_mb: threshold |M| in tokens, or the hard cap
-    of the whole store in MiB (give at most one; neither = uncapped). target_ratio: |C| / |M|.
+    of the whole store in MiB, keys, values and metadata (give at most one; neither = DEFAULT_BUDGET_TOKENS,
+    the paper's 6K; uncapped only with policy "full"). target_ratio: |C| / |M|.
     recent_ratio, tar_share, van_pooling: policy settings (see infinipot/policies.py).
     max_question_tokens, max_new_tokens: size the store's reserve; longer questions are rejected.
     evidence: record which held frames each answer attends to (`Answer.evidence`, infinipot/evidence.py);
     off = no probe installed and no cost. max_evidence: default length of that list. evidence_layers:
     the layers whose attention is summed ("all", "upper" half, "last"). evidence_tokens: how many answer
     tokens' attention rows are summed (1 = the first, which chose the answer; 0 = all of them).
+    position_limit: every rotary position id stays below it, over a stream of any length (held frames are
+    re-anchored by rotating their cached keys, see infinipot/reanchor.py); None = POSITION_LIMIT_SHARE of
+    the model's max_position_embeddings.
     """
 
     policy: str = "infinipot"
@@ -85,9 +99,29 @@ class SessionConfig:
     max_evidence: int = 5
     evidence_layers: str = "all"
     evidence_tokens: int = 1
+    position_limit: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Every check that needs no model (policy name and ratios, budget forms, limits); raises the typed
+        error a session would raise. The ROS node calls it at start-up, so a bad value stops the node with
+        its reason instead of leaving a node whose model worker could never start."""
+        for name in ("max_question_tokens", "max_new_tokens", "max_question_chars"):
+            if int(getattr(self, name)) < 1:
+                raise BudgetError(f"{name} must be >= 1, got {getattr(self, name)}")
+        make_policy(self.policy, recent_ratio=self.recent_ratio, tar_share=self.tar_share, van_pooling=self.van_pooling)
+        if not 0.0 < self.target_ratio < 1.0:
+            raise BudgetError(f"target_ratio must be in (0, 1) (|C| < |M|), got {self.target_ratio}")
+        if self.budget_tokens is not None and self.budget_mb is not None:
+            raise BudgetError("give either budget_tokens or budget_mb, not both")
+        if self.budget_tokens is not None and (int(self.budget_tokens) != self.budget_tokens or self.budget_tokens < 1):
+            raise BudgetError(f"budget_tokens must be a positive integer, got {self.budget_tokens}")
+        if self.budget_mb is not None and not (self.budget_mb > 0 and math.isfinite(self.budget_mb)):
+            raise BudgetError(f"budget_mb must be a positive number, got {self.budget_mb}")
+        if self.position_limit is not None and (int(self.position_limit) != self.position_limit or self.position_limit < 1):
+            raise BudgetError(f"position_limit must be a positive integer, got {self.position_limit}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +163,8 @@ class SessionStats:
     memory_start: float | None
     memory_end: float | None
     next_position: int
+    position_limit: int = 0  # every position id stays below this
+    reanchors: int = 0  # times the held frames were moved down (positions re-anchored)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -143,6 +179,7 @@ class _Counters:
     next_frame_id: int = 0  # id of the next temporal frame
     last_stamp: float | None = None
     video_start: int | None = None  # logical position where the stream's video began (its one vision group)
+    video_t_shift: int = 0  # t offset of later frames from their video's base, left by re-anchoring (<= 0)
     first_stamp: float | None = None  # stamp of the stream's first ingested raw frame
     frames_added: int = 0
     frames_ingested: int = 0
@@ -151,6 +188,7 @@ class _Counters:
     last_compression_s: float = 0.0
     total_compression_s: float = 0.0
     total_ingest_s: float = 0.0
+    reanchors: int = 0
     # temporal frame id -> (stamp of its first raw frame, stamp of its last), only for frames still held
     frame_stamps: dict[int, tuple[float, float]] = field(default_factory=dict)
 
@@ -162,9 +200,7 @@ class StreamingSession:
         self.adapter = adapter
         self.config = config if config is not None else SessionConfig()
         cfg = self.config
-        for name in ("max_question_tokens", "max_new_tokens", "max_question_chars"):
-            if int(getattr(cfg, name)) < 1:
-                raise BudgetError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        cfg.validate()
         if int(cfg.max_evidence) < 0 or int(cfg.evidence_tokens) < 0:
             raise BudgetError(f"max_evidence and evidence_tokens must be >= 0, got {cfg.max_evidence}, "
                               f"{cfg.evidence_tokens}")
@@ -180,15 +216,20 @@ class StreamingSession:
         geometry = adapter.geometry
         self.budget: CacheBudget | None = None
         if self.policy is not None:
+            default = cfg.budget_tokens is None and cfg.budget_mb is None  # capped by default
             self.budget = resolve_budget(
-                bytes_per_token=geometry.bytes_per_token,
-                budget_tokens=cfg.budget_tokens,
+                bytes_per_token=geometry.slot_bytes,  # keys, values and per-slot metadata
+                budget_tokens=DEFAULT_BUDGET_TOKENS if default else cfg.budget_tokens,
                 budget_mb=cfg.budget_mb,
                 target_ratio=cfg.target_ratio,
                 reserve_tokens=self.reserve_tokens,
                 prefix_tokens=len(self._prefix_ids),
                 min_step_tokens=adapter.tokens_per_frame + adapter.max_frame_text_tokens,
             )
+        #: f: temporal frames of the model that fit in the visual part of |M| (fixes the recent window R)
+        self.memory_frames = 0 if self.budget is None else (
+            (self.budget.threshold_tokens - len(self._prefix_ids)) // (adapter.tokens_per_frame + adapter.max_frame_text_tokens)
+        )
         self.store = FixedKVStore(
             geometry.num_layers,
             geometry.num_kv_heads,
@@ -196,11 +237,55 @@ class StreamingSession:
             None if self.budget is None else self.budget.capacity_tokens,
             dtype=geometry.dtype,
             device=adapter.device,
+            position_rows=geometry.position_rows,
         )
         self._pending: list[tuple[np.ndarray, float]] = []
         self._listeners: list[CompressionListener] = []
         self._counters = _Counters()
         self._prefill_prefix()
+        self._stream_start = self._counters.next_position  # first position after the prefix
+        self.position_limit = self._resolve_position_limit()
+        self._rotary = None  # the model's rotary settings, read at the first re-anchoring
+
+    def _resolve_position_limit(self) -> int:
+        """The configured limit or the default share of the model's range; BudgetError if it cannot hold the
+        prefix, the frames of |M| packed, one more block and the question reserve (the least re-anchoring
+        needs)."""
+        limit = self.config.position_limit
+        if limit is None:
+            limit = int(POSITION_LIMIT_SHARE * self.adapter.max_position_embeddings)
+        if int(limit) != limit or limit < 1:
+            raise BudgetError(f"position_limit must be a positive integer, got {limit}")
+        if self.budget is not None:
+            stride = self.adapter.position_frame_stride
+            extent = max(self.adapter.frame_grid)  # a frame's h/w ids reach this far past its base
+            needed = self._stream_start + self.reserve_tokens + (self.memory_frames + 3) * stride + extent
+            if limit < needed:
+                raise BudgetError(
+                    f"position_limit {limit} cannot hold the prefix ({self._stream_start} positions), the "
+                    f"{self.memory_frames} frames of |M| and one more block ({stride} positions each) and the "
+                    f"question reserve ({self.reserve_tokens}): at least {needed} is needed; lower the budget"
+                )
+        return int(limit)
+
+    def _reanchor(self) -> None:
+        """Move the held frames down (infinipot/reanchor.py): packed after the prefix, squeezed only if they
+        would leave no room for the newest frame's extent and one more block; the counter follows the newest
+        frame."""
+        if self._rotary is None:
+            self._rotary = self.adapter.rotary_config()
+        c = self._counters
+        stride = self.adapter.position_frame_stride
+        room = self.position_limit - self._stream_start - self.reserve_tokens - 2 * stride
+        base_shift = 0 if c.video_start is None else self._stream_start - c.video_start
+        shift, largest = reanchor_store(
+            self.store, self.adapter, self._rotary, start=self._stream_start, room=max(0, room), base_shift=base_shift
+        )
+        c.next_position = max(c.next_position + shift, largest + 1)
+        if c.video_start is not None:  # the video now begins at the oldest held frame, right after the prefix
+            c.video_t_shift += shift - base_shift
+            c.video_start = self._stream_start
+        c.reanchors += 1
 
     # ------------------------------------------------------------------ streaming
     def add_frame(self, rgb: np.ndarray, stamp: float) -> None:
@@ -246,10 +331,7 @@ class StreamingSession:
             c = self._counters
             per_step = len(frames) // chunk.num_frames
             first_stamp = stamps[0] if c.first_stamp is None else c.first_stamp
-            chunk.stream_start = c.next_position if c.video_start is None else c.video_start
-            chunk.first_frame = c.next_frame_id
-            chunk.frame_times = tuple(stamps[j * per_step] - first_stamp for j in range(chunk.num_frames))
-            chunk.frame_end_times = tuple(stamps[(j + 1) * per_step - 1] - first_stamp for j in range(chunk.num_frames))
+            self._place_chunk(chunk, stamps, first_stamp)
             # visual tokens plus the text that belongs to the frames (timestamps, wrappers): all of it counts
             block = self.adapter.stream_block(c.next_position, chunk)
             n = block.num_tokens
@@ -259,6 +341,15 @@ class StreamingSession:
                     raise BudgetError(
                         f"after compression {self.store.length} tokens are held; a block of {n} does not fit "
                         f"under |M|={self.budget.threshold_tokens}"
+                    )
+            if block.next_start + self.reserve_tokens > self.position_limit:  # the question must fit too
+                self._reanchor()
+                self._place_chunk(chunk, stamps, first_stamp)
+                block = self.adapter.stream_block(c.next_position, chunk)
+                if block.next_start + self.reserve_tokens > self.position_limit:
+                    raise SessionStateError(
+                        f"after re-anchoring the next block ends at position {block.next_start}; with the "
+                        f"reserve of {self.reserve_tokens} it does not fit under position_limit={self.position_limit}"
                     )
             token_index = torch.arange(c.next_token, c.next_token + n, dtype=torch.long)
             frame_id = c.next_frame_id + block.frame_offset.cpu()
@@ -275,6 +366,17 @@ class StreamingSession:
         c.frames_ingested += len(frames)
         c.total_ingest_s += time.perf_counter() - started
 
+    def _place_chunk(self, chunk: VisualChunk, stamps: list[float], first_stamp: float) -> None:
+        """Tell the adapter where `chunk` sits in the stream: where its video began (its h/w base), the t
+        shift left by re-anchoring, its first temporal frame's index and the frames' times since the first."""
+        c = self._counters
+        per_step = len(stamps) // chunk.num_frames
+        chunk.stream_start = c.next_position if c.video_start is None else c.video_start
+        chunk.stream_t_shift = c.video_t_shift
+        chunk.first_frame = c.next_frame_id
+        chunk.frame_times = tuple(stamps[j * per_step] - first_stamp for j in range(chunk.num_frames))
+        chunk.frame_end_times = tuple(stamps[(j + 1) * per_step - 1] - first_stamp for j in range(chunk.num_frames))
+
     def _write(
         self,
         embeds: torch.Tensor,
@@ -287,7 +389,7 @@ class StreamingSession:
     ) -> torch.Tensor:
         """One forward of new tokens into the store; on failure the store is rolled back to before it."""
         length = self.store.length
-        self.store.stage_tokens(token_index, frame_id, patch_index)
+        self.store.stage_tokens(token_index, frame_id, patch_index, positions)
         try:
             return self.adapter.forward(
                 embeds.unsqueeze(0), positions, self.store, logits_to_keep=logits_to_keep, **(forward_kwargs or {})
@@ -301,7 +403,9 @@ class StreamingSession:
         assert policy is not None or (self.budget is not None and self.policy is not None)
         policy = self.policy if policy is None else policy
         target = self.budget.target_tokens if target_tokens is None else target_tokens  # type: ignore[union-attr]
-        report = compress_store(self.store, policy, target, self.adapter.frame_grid)
+        report = compress_store(
+            self.store, policy, target, self.adapter.frame_grid, memory_frames=self.memory_frames
+        )
         c = self._counters
         c.compressions += 1
         c.tokens_evicted += int(report.tokens_evicted)
@@ -447,6 +551,8 @@ class StreamingSession:
             memory_start=memory_start,
             memory_end=memory_end,
             next_position=c.next_position,
+            position_limit=self.position_limit,
+            reanchors=c.reanchors,
         )
 
     # ------------------------------------------------------------------ persistence

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--bag", type=Path, required=True, help="rosbag2 directory")
     p.add_argument("--questions", type=Path, help="question file (default: BAG/questions.yaml)")
-    p.add_argument("--policy", default="full,infinipot,sliding_window", help="comma-separated policies")
+    p.add_argument("--policy", default="full,infinipot,sliding_window", help="comma-separated policies (full = the uncapped baseline, on purpose; every other policy runs once per --budget, capped)")
     p.add_argument("--budget", default="128,256", help="comma-separated threshold budgets |M| in tokens")
     p.add_argument("--report", type=Path, default=None,
                    help="output directory (default: report/ inside the bag directory)")

@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", default="200-219", help="held-out world seeds, e.g. 200-219 or 3,5,9")
     p.add_argument("--seconds", type=float, default=90.0, help="stream length of each bag")
-    p.add_argument("--policy", default="full,infinipot,uniform,sliding_window", help="comma-separated policies")
+    p.add_argument("--policy", default="full,infinipot,uniform,sliding_window", help="comma-separated policies (full = the uncapped baseline, on purpose; every other policy runs once per --budget, capped)")
     p.add_argument("--budget", default="40,64", help="comma-separated threshold budgets |M| in tokens")
     p.add_argument("--out", type=Path, required=True, help="output directory (bags are kept in OUT/bags)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model id, local path or builtin:<tiny-name>")

@@ -146,7 +146,7 @@ class InfiniPotNode(Node):
         self.get_logger().info(
             f"listening to {', '.join(f'{c.name}={c.topic}' for c in s.cameras)}; model {s.model} "
             f"(policy {s.policy}, budget "
-            f"{f'{s.budget_tokens} tokens' if s.budget_tokens else f'{s.budget_mb} MB' if s.budget_mb else 'none'})"
+            f"{'none: uncapped (policy full)' if s.policy == 'full' else f'{s.budget_mb} MiB' if s.budget_mb else f'{s.budget_tokens} tokens'})"
         )
 
     # ----- parameters ---------------------------------------------------------------------------

@@ -142,21 +142,29 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Largest accepted image (width x height); bigger ones are rejected as malformed.",
               read_only=False, min_value=1, max_value=1 << 31),
     # --- video memory ------------------------------------------------------------------------------
-    ParamSpec("budget_tokens", 0,
-              "KV-cache threshold |M| in tokens (compress when exceeded); 0 = use budget_mb; both 0 = "
-              "full, uncapped cache.", min_value=0, max_value=10_000_000),
+    ParamSpec("budget_tokens", 6144,
+              "KV-cache threshold |M| in tokens (compress when exceeded); the default is the paper's 6K-token "
+              "cache. Replaced by budget_mb when that is > 0. Both 0 is refused at start-up unless policy is "
+              "full (the uncapped baseline, chosen on purpose).", min_value=0, max_value=10_000_000),
     ParamSpec("budget_mb", 0.0,
-              "KV-cache threshold in MiB, converted with the model's bytes per token; used when "
-              "budget_tokens is 0.", min_value=0.0, max_value=1_000_000.0),
-    ParamSpec("policy", "infinipot", "Compression policy (InfiniPot-V or a baseline).", choices=_POLICIES),
-    ParamSpec("target_ratio", 0.75, "Target size |C| after compression, as a fraction of |M|.",
-              min_value=0.05, max_value=1.0),
-    ParamSpec("recent_ratio", 0.25, "Share of the frames in memory that are protected at compression: the newest "
-              "floor(frames x recent_ratio) frames are always kept and TaR compares older tokens with them.",
-              min_value=0.0, max_value=1.0),
+              "Hard cap of each camera's whole KV store in MiB (keys, values and per-token metadata, plus the "
+              "question reserve); when > 0 it replaces budget_tokens.", min_value=0.0, max_value=1_000_000.0),
+    ParamSpec("policy", "infinipot", "Compression policy (InfiniPot-V or a baseline); full = no cap at all.",
+              choices=_POLICIES),
+    ParamSpec("target_ratio", 0.75, "Target size |C| after compression, as a fraction of |M| (below 1).",
+              min_value=0.05, max_value=0.95),
+    ParamSpec("recent_ratio", 0.25, "Recent window at compression: R = floor(recent_ratio x f) newest frames "
+              "(at least 1) are always kept and TaR compares older tokens with them, where f is the number of "
+              "the model's frames that fit in the budget |M| (fixed by the budget, the same at every "
+              "compression). 0 = no recent window: TaR has no reference and its share goes to VaN.",
+              min_value=0.0, max_value=0.95),
     ParamSpec("tar_share", 0.5, "Share of the kept tokens chosen by TaR (temporal redundancy); the rest "
               "by VaN (value norm).", min_value=0.0, max_value=1.0),
     ParamSpec("van_pooling", True, "Spatially pool VaN scores so kept tokens form coherent regions."),
+    ParamSpec("position_limit", 0,
+              "Every rotary position id stays below this over a stream of any length (held frames are moved "
+              "down by rotating their cached keys); 0 = the model's max_position_embeddings.",
+              min_value=0, max_value=1 << 30),
     # --- questions ---------------------------------------------------------------------------------
     ParamSpec("max_question_chars", 1000, "Longest accepted question in characters.",
               min_value=1, max_value=100_000),
@@ -272,6 +280,7 @@ class NodeSettings:
     recent_ratio: float
     tar_share: float
     van_pooling: bool
+    position_limit: int
     max_question_chars: int
     max_question_tokens: int
     max_answer_tokens: int
@@ -307,22 +316,40 @@ class NodeSettings:
             CameraConfig(name=n, topic=t, compressed=t.rstrip("/").endswith("/compressed"))
             for n, t in zip(names, topics)
         ]
-        return cls(cameras=cameras, **merged)
+        settings = cls(cameras=cameras, **merged)
+        settings.check_engine()
+        return settings
 
     @classmethod
     def from_node(cls, node: Node) -> "NodeSettings":
         return cls.from_values({spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS})
 
+    def check_engine(self) -> None:
+        """Fail fast: the checks the engine makes without a model, at start-up, as a ValueError with the reason
+        (otherwise the model worker would fail later and leave a node that never answers)."""
+        if self.policy != "full" and not self.budget_tokens and not self.budget_mb:
+            raise ValueError(
+                "budget_tokens and budget_mb are both 0: set a budget, or policy: full for an uncapped cache"
+            )
+        from infinipot.errors import InfiniPotError
+        from infinipot.session import SessionConfig
+
+        try:
+            SessionConfig(**self.session_config_kwargs()).validate()
+        except InfiniPotError as err:
+            raise ValueError(str(err)) from None
+
     def session_config_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `infinipot.session.SessionConfig`."""
         return dict(
             policy=self.policy,
-            budget_tokens=self.budget_tokens or None,
-            budget_mb=(self.budget_mb or None) if not self.budget_tokens else None,
+            budget_tokens=(self.budget_tokens or None) if not self.budget_mb else None,
+            budget_mb=self.budget_mb or None,
             target_ratio=self.target_ratio,
             recent_ratio=self.recent_ratio,
             tar_share=self.tar_share,
             van_pooling=self.van_pooling,
+            position_limit=self.position_limit or None,
             max_question_tokens=self.max_question_tokens,
             max_new_tokens=self.max_answer_tokens,
             max_question_chars=self.max_question_chars,

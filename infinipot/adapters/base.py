@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from infinipot.rope_shift import RotaryConfig
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -38,12 +41,21 @@ class KVGeometry:
     num_kv_heads: int
     head_dim: int
     dtype: torch.dtype
+    position_rows: int = 1  # rows of rotary position ids per token: 3 for M-RoPE, 1 for 1-D RoPE
 
     @property
     def bytes_per_token(self) -> int:
-        """Bytes one token occupies across all layers and KV heads (keys + values)."""
+        """Bytes of keys + values one token occupies across all layers and KV heads (no metadata)."""
         element = torch.empty((), dtype=self.dtype).element_size()
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes one token costs in the session's store: keys, values and per-slot metadata (what budgets
+        in bytes divide by; see `infinipot.kv_store.slot_bytes`)."""
+        from infinipot.kv_store import slot_bytes
+
+        return slot_bytes(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype, self.position_rows)
 
 
 @dataclass
@@ -65,6 +77,8 @@ class VisualChunk:
     # stream's first frame (its first raw frame's header stamp). Adapters whose family lays a video out as
     # ONE group (Qwen2-VL/2.5-VL) need them; adapters with a per-token counter ignore them.
     stream_start: int | None = None
+    # added to every temporal id of the stream's video: what re-anchoring took off (infinipot/reanchor.py)
+    stream_t_shift: int = 0
     first_frame: int = 0
     frame_times: tuple[float, ...] | None = None
     # ... and the seconds of each temporal frame's LAST raw frame (Qwen3-VL stamps a patch with the mean)
@@ -87,6 +101,7 @@ class VisualChunk:
             frame_offset=self.frame_offset[part] - k,
             patch_index=self.patch_index[part],
             stream_start=self.stream_start,
+            stream_t_shift=self.stream_t_shift,
             first_frame=self.first_frame + k,
             frame_times=None if self.frame_times is None else (self.frame_times[k],),
             frame_end_times=None if self.frame_end_times is None else (self.frame_end_times[k],),
@@ -252,6 +267,39 @@ class VLMAdapter(ABC):
             cached = {"config_sha256": _config_sha256(self.model), "weights_sha256": _weights_sha256(self.model)}
             self._model_identity = cached
         return dict(cached)
+
+    # ------------------------------------------------------------------ re-anchoring (bounded positions)
+    # The layout-specific half of `infinipot.reanchor`: where a frame's anchor is and which position rows move
+    # with it. Each adapter implements these next to its position rule.
+
+    @property
+    def max_position_embeddings(self) -> int:
+        """The language model's trained position range (its config's `max_position_embeddings`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not report max_position_embeddings")
+
+    def rotary_config(self) -> "RotaryConfig":
+        """The language model's rotary settings for `infinipot.rope_shift.rotate_keys`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
+
+    @property
+    def position_frame_stride(self) -> int:
+        """Position distance between the anchors of two consecutive temporal frames when none is evicted
+        (their frame text included): re-anchoring closes wider gaps to this."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
+
+    def position_frame_anchor(self, positions: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        """(..., n) anchor of each token's frame, from its ids (..., rows, n) and patch index (..., n; -1 for
+        frame text): increasing with the frame's place in the stream. A frame's anchor is the smallest over
+        its held tokens, so frame text may give other values than the frame's visual tokens."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
+
+    def position_shift(
+        self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor, base_shift: int = 0
+    ) -> torch.Tensor:
+        """(..., rows, n) position deltas of tokens whose frame anchor moves by `frame_shift` (..., n)
+        (0 = the token stays); `positions` (..., rows, n) are their current ids. `base_shift`: how far the
+        stream's video base moves (layouts where all frames share one base, e.g. Qwen2-VL's video layout)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-anchor cached keys")
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""

@@ -117,14 +117,19 @@ def load_adapter(
     device: str = "cpu",
     trust_remote_code: bool = False,
 ) -> VLMAdapter:
-    """Load a checkpoint (local folder, hub id, a shipped model's name such as "infinipot-tiny-qwen2vl", or
-    `builtin:<tiny-name>`) and wrap it in its adapter.
+    """Load a checkpoint (local folder, hub id, a shipped model's name such as "infinipot-tiny-qwen2vl",
+    `builtin:<tiny-name>`, or `random:<published-name>`, e.g. random:qwen2-vl-2b, a random-weight model of a
+    published size built in memory: see infinipot/random_models.py) and wrap it in its adapter.
 
     Raises FileNotFoundError for a missing local path, ValueError for an unknown builtin name or a model
     type no adapter handles.
     """
     known_model_types()
     source = str(model_id_or_path)
+    if source.startswith("random:"):  # a published size with random weights, built in memory (benchmarks)
+        from ..random_models import RANDOM_PREFIX, build_random_adapter
+
+        return build_random_adapter(source[len(RANDOM_PREFIX):], dtype=dtype, device=device)
     shipped = shipped_model_path(source)
     if source.startswith(BUILTIN_PREFIX):
         path: Path | None = builtin_checkpoint(source[len(BUILTIN_PREFIX):])

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import FrameError
+from ..rope_shift import RotaryConfig, rotary_config_from
 from .base import KVGeometry, VisualChunk, VLMAdapter, resolve_dtype
 from .preprocessing import normalize_frame_size, preprocess_qwen2_vl_video
 
@@ -87,6 +88,23 @@ class MRopePositionRule:
         next_start = max(int(ids.max()) + 1, start + int(round(num_frames * self.temporal_step)))
         return ids, next_start
 
+    # Re-anchoring (infinipot/reanchor.py) under THIS layout: each frame has its own base (`start`), so a
+    # frame's anchor is its temporal id and all three rows of a frame (and of its frame text) move together.
+
+    def frame_stride(self, rows: int, cols: int) -> int:
+        """Anchor distance of two consecutive frames: the next start after one frame."""
+        return self.visual(0, 1, rows, cols)[1]
+
+    def frame_anchor(self, positions: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        """A frame's anchor: its temporal id (row 0), the same for all its tokens."""
+        return positions[..., 0, :]
+
+    def shift(
+        self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor, base_shift: int = 0
+    ) -> torch.Tensor:
+        """Per-frame base: every row of a frame moves by the frame's shift (there is no stream-wide base)."""
+        return frame_shift.unsqueeze(-2).expand(positions.shape)
+
 
 @dataclass(frozen=True)
 class VideoPositionRule:
@@ -133,6 +151,26 @@ class VideoPositionRule:
             seconds = torch.tensor([float(t) for t in frame_times], dtype=torch.float64)
         # 1e-6 s of slack so a stamp written as 0.1 * i lands on the same id as the processor's k * interval
         return torch.floor(seconds * float(self.tokens_per_second) + 1e-6).long()
+
+    # Re-anchoring (infinipot/reanchor.py) under the video layout: a frame's anchor is its temporal id (row 0),
+    # and only t moves by the frame's shift (closing gaps left by evicted frames); h and w of every frame move
+    # together by the video base's shift, so all held frames keep sharing one h/w base: the re-anchored memory
+    # is laid out as one video that begins with the oldest held frame.
+
+    def frame_stride(self) -> int:
+        """Largest temporal-id step between consecutive kept frames that re-anchoring leaves open: one step
+        (Qwen2-VL), or ceil(tokens_per_second x the nominal seconds per temporal frame) (Qwen2.5-VL)."""
+        if self.tokens_per_second is None:
+            return 1
+        return max(1, math.ceil(self.tokens_per_second * self.nominal_seconds_per_frame - 1e-9))
+
+    def shift(
+        self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor, base_shift: int = 0
+    ) -> torch.Tensor:
+        """t by the frame's shift, h and w by the video base's shift."""
+        delta = torch.full_like(positions, int(base_shift))
+        delta[..., 0, :] = frame_shift
+        return delta
 
     def visual(
         self,
@@ -243,6 +281,7 @@ class Qwen2VLAdapter(VLMAdapter):
             num_kv_heads=int(text.num_key_value_heads),
             head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads),
             dtype=self.dtype,
+            position_rows=3,
         )
         self._eos = self._collect_eos_ids()
 
@@ -379,7 +418,34 @@ class Qwen2VLAdapter(VLMAdapter):
         if self.position_layout == "per_chunk" or chunk.stream_start is None:
             return self.position_rule.visual(start, chunk.num_frames, rows, cols, self.device)
         offsets = self.video_rule.temporal_offsets(chunk.first_frame, chunk.num_frames, chunk.frame_times)
+        offsets = offsets + int(chunk.stream_t_shift)  # what re-anchoring took off the stream's t ids
         return self.video_rule.visual(start, chunk.stream_start, offsets, rows, cols, self.device)
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    def rotary_config(self) -> RotaryConfig:
+        return rotary_config_from(self._language_model.rotary_emb)
+
+    @property
+    def _streams_as_video(self) -> bool:
+        return self.position_layout != "per_chunk"
+
+    @property
+    def position_frame_stride(self) -> int:
+        if self._streams_as_video:
+            return self.video_rule.frame_stride()
+        return self.position_rule.frame_stride(*self.frame_grid) + self.max_frame_text_tokens
+
+    def position_frame_anchor(self, positions: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        return self.position_rule.frame_anchor(positions, patch_index)  # the t row in both layouts
+
+    def position_shift(
+        self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor, base_shift: int = 0
+    ) -> torch.Tensor:
+        rule = self.video_rule if self._streams_as_video else self.position_rule
+        return rule.shift(positions, patch_index, frame_shift, base_shift)
 
     def forward(
         self,

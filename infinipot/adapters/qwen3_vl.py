@@ -26,11 +26,14 @@ What differs from Qwen2-VL / Qwen2.5-VL, each point checked against transformers
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .base import StreamBlock, VisualChunk
 from .loading import register_adapter
 from .qwen2_vl import Qwen2VLAdapter
+from ..rope_shift import RotaryConfig
 
 __all__ = ["Qwen3VLAdapter", "MODEL_TYPES", "TINY_NAME", "frame_time_text"]
 
@@ -78,6 +81,10 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     def frame_text_ids(self, frame_index: int, seconds: float) -> tuple[list[int], list[int]]:
         """`<t seconds><|vision_start|>` before a patch's tokens, `<|vision_end|>` after them."""
         return self._encode_text(frame_time_text(seconds) + "<|vision_start|>"), self._encode_text("<|vision_end|>")
+
+    def rotary_config(self) -> RotaryConfig:
+        """Interleaved M-RoPE: the same frequencies and sections, each frequency on its interleaved row."""
+        return replace(super().rotary_config(), interleaved=True)
 
     # ------------------------------------------------------------------ vision
     def _token_features(self, vision: object) -> torch.Tensor:

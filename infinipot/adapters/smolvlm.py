@@ -46,6 +46,7 @@ from infinipot.adapters.base import KVGeometry, VisualChunk, VLMAdapter, resolve
 from infinipot.adapters.loading import register_adapter
 from infinipot.adapters.preprocessing import validate_frame
 from infinipot.errors import FrameError
+from infinipot.rope_shift import RotaryConfig, rotary_config_from
 from infinipot.tiny_models import TINY_SEED, register_tiny_builder, write_infinipot_json
 
 __all__ = [
@@ -278,6 +279,27 @@ class SmolVLMAdapter(VLMAdapter):
     def visual_positions(self, start: int, chunk: VisualChunk) -> tuple[torch.Tensor, int]:
         """(1, n_tokens) ids continuing the counter over the chunk's tokens in order (1-D RoPE, same rule as text)."""
         return self._arange(int(start), chunk.num_tokens)
+
+    # Re-anchoring (infinipot/reanchor.py) under the 1-D rule above: a frame's tokens hold consecutive ids,
+    # so the frame's anchor is a token's id minus its patch index, and the one row moves with the anchor.
+    @property
+    def max_position_embeddings(self) -> int:
+        return int(self._text_config.max_position_embeddings)
+
+    def rotary_config(self) -> RotaryConfig:
+        return rotary_config_from(self.model.model.text_model.rotary_emb)
+
+    @property
+    def position_frame_stride(self) -> int:
+        return self.tokens_per_frame + self.max_frame_text_tokens  # a frame's wrapper text holds ids too
+
+    def position_frame_anchor(self, positions: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        return positions[..., 0, :] - patch_index
+
+    def position_shift(
+        self, positions: torch.Tensor, patch_index: torch.Tensor, frame_shift: torch.Tensor, base_shift: int = 0
+    ) -> torch.Tensor:
+        return frame_shift.unsqueeze(-2).expand(positions.shape)  # one row; no stream-wide base
 
     def forward(
         self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: object, logits_to_keep: int = 0

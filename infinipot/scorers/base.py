@@ -34,6 +34,7 @@ class ScoringContext:
     num_layers: int
     budget: int  # evictable tokens to keep per head
     prefix_length: int = 0  # slots before the evictable region (never evicted); offsets the returned indices
+    memory_frames: int = 0  # f: frames of the model that fit in |M|'s visual part (fixes the recent window)
 
     @property
     def num_heads(self) -> int:

@@ -57,3 +57,23 @@ def test_bench_rejects_bad_arguments(tmp_path):
         main(["--frames", "0", "--json", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit):
         main(["--policy", "magic", "--json", str(tmp_path / "x.json")])
+
+
+def test_random_qwen2_vl_2b_has_the_published_size() -> None:
+    """`--model random:qwen2-vl-2b` is built from the published config: on the meta device (no memory) the
+    parameter count must be Qwen2-VL-2B's 2.21 B (vision tower 0.67 B), and loading routes the name."""
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from infinipot.random_models import RANDOM_MODELS
+    from infinipot.tiny_models import _qwen_special_ids
+    from infinipot.tiny_tokenizer import build_tokenizer
+
+    config = RANDOM_MODELS["qwen2-vl-2b"](_qwen_special_ids(build_tokenizer()))
+    with torch.device("meta"):
+        model = Qwen2VLForConditionalGeneration(config)
+    total = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for p in model.model.visual.parameters())
+    assert 2.20e9 < total < 2.22e9, total
+    assert 0.66e9 < vision < 0.68e9, vision
+    assert config.text_config.num_key_value_heads == 2 and config.text_config.max_position_embeddings == 32768

@@ -26,13 +26,15 @@ def _write(store: FixedKVStore, n: int, start_id: int, seed: int = 0) -> tuple[t
 
 def _pointers(store: FixedKVStore) -> list[int]:
     ptrs = [t.data_ptr() for layer in store.layers for t in (layer.keys, layer.values)]
-    return ptrs + [store.token_index.data_ptr(), store.frame_id.data_ptr(), store.patch_index.data_ptr()]
+    meta = (store.token_index, store.frame_id, store.patch_index, store.positions)
+    return ptrs + [t.data_ptr() for t in meta]
 
 
 def test_capped_store_never_reallocates() -> None:
     store = FixedKVStore(LAYERS, HEADS, DIM, capacity=40)
     pointers, cap_bytes = _pointers(store), store.nbytes_capacity
-    assert cap_bytes == 40 * store.bytes_per_token == 40 * 2 * LAYERS * HEADS * DIM * 4
+    # keys + values (fp32) + metadata: int64 token id, int32 frame id, int32 patch, one int32 position row
+    assert cap_bytes == 40 * store.bytes_per_token == 40 * LAYERS * HEADS * (2 * DIM * 4 + 8 + 4 + 4 + 4)
     next_id = 0
     for step in range(30):
         n = 7 if store.length + 7 <= 40 else 40 - store.length
@@ -189,3 +191,31 @@ def test_eviction_then_continue_equals_masked_full_forward() -> None:
     # Without the eviction mask the results differ: the check is not vacuous.
     unmasked = model(ids).logits
     assert (ours - unmasked[:, prefilled:]).abs().max() > 1e-3
+
+
+def _tensors_reachable(obj: object, seen: set[int]) -> list[torch.Tensor]:
+    """Every tensor held in `obj`'s attributes, its layers' attributes, lists and tuples (each once)."""
+    found: list[torch.Tensor] = []
+    values = list(vars(obj).values())
+    while values:
+        value = values.pop()
+        if isinstance(value, torch.Tensor):
+            if value.untyped_storage().data_ptr() not in seen:
+                seen.add(value.untyped_storage().data_ptr())
+                found.append(value)
+        elif isinstance(value, (list, tuple)):
+            values.extend(value)
+        elif hasattr(value, "_store") and value is not obj:  # a FixedKVLayer
+            values.extend(v for k, v in vars(value).items() if k != "_store")
+    return found
+
+
+@pytest.mark.parametrize("dtype, rows", [(torch.float32, 1), (torch.bfloat16, 3)])
+def test_capacity_bytes_cover_every_tensor_the_store_allocates(dtype: torch.dtype, rows: int) -> None:
+    """kv_cap_bytes (nbytes_capacity) is the whole allocation, metadata included (issue 14, item 4)."""
+    store = FixedKVStore(3, 2, 128, capacity=50, dtype=dtype, position_rows=rows)
+    allocated = sum(t.untyped_storage().nbytes() for t in _tensors_reachable(store, set()))
+    assert store.nbytes_capacity == allocated == 50 * store.bytes_per_token
+    # The metadata is a stated share: head_dim 128 in bf16 with 3 position rows -> 28 B of 540 B per head.
+    if dtype == torch.bfloat16:
+        assert store.bytes_per_token == 3 * 2 * (2 * 128 * 2 + 8 + 4 + 4 + 3 * 4)

@@ -72,14 +72,18 @@ def _punch_holes(store: FixedKVStore, seed: int, fraction: float) -> None:
 
 
 def _assert_same_selection(store: FixedKVStore, grid: tuple[int, int], budget: int) -> None:
-    for policy in POLICIES:
-        for layer in range(LAYERS):
-            ctx = build_context(
-                store, layer, recent_ratio=policy.recent_ratio, frame_grid=grid, budget=budget
-            )
-            fast = select_keep_indices(ctx, policy)
-            slow = reference_select(ctx, policy)
-            assert torch.equal(fast, slow), f"{policy.name} layer {layer}: {fast} != {slow}"
+    # f = None: the tokens held in frames' worth; f = 8 and 16: fixed by a budget, more than the frames held
+    # after holes, so the recent window is not the count of frames held.
+    for memory_frames in (None, 8, 16):
+        for policy in POLICIES:
+            for layer in range(LAYERS):
+                ctx = build_context(
+                    store, layer, recent_ratio=policy.recent_ratio, frame_grid=grid, budget=budget,
+                    memory_frames=memory_frames,
+                )
+                fast = select_keep_indices(ctx, policy)
+                slow = reference_select(ctx, policy)
+                assert torch.equal(fast, slow), f"{policy.name} f={memory_frames} layer {layer}: {fast} != {slow}"
 
 
 def test_scores_match_reference_formulas() -> None:

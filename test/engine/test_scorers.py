@@ -71,7 +71,8 @@ def test_tar_averages_over_recent_frames_present_in_the_head() -> None:
     # Evict patch 5 of frame 3 in this head: the mean covers frame 2 alone.
     keep = torch.tensor([[i for i in range(4 * P) if i != 3 * P + 5]])
     store.compact(0, keep)
-    ctx = build_context(store, 0, recent_ratio=0.5, frame_grid=GRID, budget=10)
+    # f stays 4 frames (fixed by the budget), so frames 2 and 3 stay the recent ones.
+    ctx = build_context(store, 0, recent_ratio=0.5, frame_grid=GRID, budget=10, memory_frames=4)
     assert torch.isclose(TaRScorer().score(ctx)[0, token], -(k[token] @ k[2 * P + 5]), atol=1e-6)
 
 

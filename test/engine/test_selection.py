@@ -55,12 +55,23 @@ def test_recent_tokens_beyond_budget_keep_the_newest(stream_store) -> None:
 
 
 def test_primary_share_then_secondary_fill(stream_store) -> None:
+    store = stream_store(frames=4, prefix=0, heads=1)  # 48 tokens
+    # recent_ratio 0.25 of f = 4 frames: 1 recent frame (36..47). Primary share 20 - round(0.5·20) = 10:
+    # the 12 recent tokens already exceed it, so the secondary (oldest) fills the other 8.
+    policy = CompressionPolicy("split", RecencyScorer(), OldestScorer(), recent_ratio=0.25, tar_share=0.5)
+    ctx = build_context(store, 0, recent_ratio=0.25, frame_grid=GRID, budget=20)
+    assert select_keep_indices(ctx, policy)[0].tolist() == list(range(8)) + list(range(36, 48))
+    # Budget 32, tar_share 0.6: primary share 32 - round(0.4·32 = 12.8) = 19 = 12 recent + 7 newest older
+    # (29..35); the secondary fills 13 with the oldest (0..12).
+    policy = CompressionPolicy("split", RecencyScorer(), OldestScorer(), recent_ratio=0.25, tar_share=0.6)
+    ctx = build_context(store, 0, recent_ratio=0.25, frame_grid=GRID, budget=32)
+    assert select_keep_indices(ctx, policy)[0].tolist() == list(range(13)) + list(range(29, 48))
+    # recent_ratio 0: no reference frame, so the primary's share goes to the secondary (all oldest).
     store = stream_store(frames=2, prefix=0, heads=1)  # 24 tokens, no recent frames
     policy = CompressionPolicy("split", RecencyScorer(), OldestScorer(), recent_ratio=0.0, tar_share=0.5)
     ctx = build_context(store, 0, recent_ratio=0.0, frame_grid=GRID, budget=8)
-    keep = select_keep_indices(ctx, policy)[0].tolist()
-    assert keep == [0, 1, 2, 3, 20, 21, 22, 23]  # 4 newest (primary) + 4 oldest (secondary)
-    # Recent tokens count towards the primary's share: 1 recent frame (12) > floor(0.5·16) = 8.
+    assert select_keep_indices(ctx, policy)[0].tolist() == list(range(8))
+    # Recent tokens count towards the primary's share: 1 recent frame (12) > 16 - round(0.5·16) = 8.
     policy = CompressionPolicy("split", RecencyScorer(), OldestScorer(), recent_ratio=0.5, tar_share=0.5)
     ctx = build_context(store, 0, recent_ratio=0.5, frame_grid=GRID, budget=16)
     keep = select_keep_indices(ctx, policy)[0].tolist()

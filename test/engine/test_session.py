@@ -60,7 +60,7 @@ def test_cap_holds_over_a_long_stream(adapter):
     cap = session.store.nbytes_capacity
     pointer = session.store.layers[0].keys.data_ptr()
     threshold = session.budget.threshold_tokens
-    assert cap == session.budget.capacity_tokens * adapter.geometry.bytes_per_token
+    assert cap == session.budget.capacity_tokens * adapter.geometry.slot_bytes
     frame = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     for i in range(1000):
         session.add_frame(frame if i % 3 else 255 - frame, stamp=0.1 * i)
@@ -82,8 +82,8 @@ def test_uncapped_cache_grows_linearly(adapter, make_frames):
         if (i + 1) % adapter.frames_per_step == 0:
             sizes.append(session.stats().kv_bytes)
     steps = [_step_tokens(adapter, j, float(j * adapter.frames_per_step)) for j in range(12)]
-    assert sizes == [(prefix + sum(steps[: j + 1])) * adapter.geometry.bytes_per_token for j in range(12)]
-    assert all(b - a == n * adapter.geometry.bytes_per_token for a, b, n in zip(sizes, sizes[1:], steps[1:]))
+    assert sizes == [(prefix + sum(steps[: j + 1])) * adapter.geometry.slot_bytes for j in range(12)]
+    assert all(b - a == n * adapter.geometry.slot_bytes for a, b, n in zip(sizes, sizes[1:], steps[1:]))
     stats = session.stats()
     assert stats.token_budget == 0 and stats.kv_cap_bytes == 0 and stats.compressions == 0
     assert stats.memory_start == 0.0 and stats.memory_end == float(adapter.frames_per_step * 12 - 1)
@@ -187,7 +187,7 @@ def test_construction_errors(adapter):
 
 
 def test_budget_in_megabytes_caps_the_whole_store(adapter, make_frames):
-    bytes_per_token = adapter.geometry.bytes_per_token
+    bytes_per_token = adapter.geometry.slot_bytes
     budget_mb = (_budget(adapter) + 200) * bytes_per_token / 2**20
     session = StreamingSession(adapter, SessionConfig(budget_mb=budget_mb))
     assert session.store.nbytes_capacity <= budget_mb * 2**20

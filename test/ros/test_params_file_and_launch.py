@@ -11,6 +11,7 @@ import yaml
 from rcl_interfaces.srv import GetParameters
 
 from infinipot_ros.parameters import PARAMETERS
+from infinipot_ros.msg import CacheStats
 from infinipot_ros.srv import AskVideo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +48,12 @@ def test_node_starts_from_params_file_and_stops_on_sigterm(harness) -> None:  # 
         ask = ros.node.create_client(AskVideo, "/ask_video")
         answer = ros.call(ask, AskVideo.Request(question="Anything?"), timeout=30.0)
         assert not answer.success and "no frames" in answer.error_message
+        # Capped by default (issue 14): the file alone gives a hard KV cap, reported on ~/cache_stats.
+        stats = ros.subscribe(CacheStats, "/infinipot/cache_stats")
+        ros.spin_until(lambda: any(m.token_budget > 0 for m in stats), timeout=30.0)
+        last = [m for m in stats if m.token_budget > 0][-1]
+        assert last.token_budget == expected["budget_tokens"] > 0 and last.kv_cap_bytes > 0, last
+        assert last.kv_bytes <= last.kv_cap_bytes and last.policy == expected["policy"] != "full"
     finally:
         ros.close()
         code, elapsed, out = node.stop(signal.SIGTERM)
@@ -63,6 +70,25 @@ def test_bad_parameter_file_value_fails_fast(harness, tmp_path) -> None:  # noqa
     finally:
         code, _, out = node.stop()
     assert code != 0 and "target_ratio" in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("target_ratio: 1.0", "target_ratio"),  # in the old range, but |C| = |M| is refused by the engine
+        ("recent_ratio: 1.0", "recent_ratio"),
+        ("budget_tokens: 0\n    budget_mb: 0.0", "policy: full"),  # uncapped only on purpose
+    ],
+)
+def test_values_the_engine_refuses_stop_the_node_at_start_up(harness, tmp_path, text: str, reason: str) -> None:  # noqa: ANN001
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"infinipot:\n  ros__parameters:\n    {text}\n")
+    node = harness.NodeProcess(["--params-file", str(bad)], harness.domain_id(59))
+    try:
+        node.proc.wait(60)
+    finally:
+        code, _, out = node.stop()
+    assert code != 0 and reason in out and "Traceback" not in out, out
 
 
 def _launch_arguments(tree: ast.Module) -> set[str]:
