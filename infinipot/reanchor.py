@@ -25,13 +25,24 @@ to `start`, so the held frames stay one video that begins with the oldest of the
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from infinipot.adapters.base import VLMAdapter
 from infinipot.kv_store import FixedKVStore
 from infinipot.rope_shift import RotaryConfig, rotate_keys
 
-__all__ = ["plan_anchors", "held_frame_anchors", "reanchor_store"]
+__all__ = ["plan_anchors", "held_frame_anchors", "reanchor_store", "ReanchorResult"]
+
+
+class ReanchorResult(NamedTuple):
+    """What one re-anchoring did, for the session's counters (all -1 / 0 when no frame is held)."""
+
+    newest_frame: int  # id of the newest frame still held
+    newest_shift: int  # how far its anchor moved
+    newest_anchor: int  # its anchor afterwards
+    largest: int  # the largest position id held afterwards (any row)
 
 
 def plan_anchors(anchors: torch.Tensor, start: int, stride: int, room: int) -> torch.Tensor:
@@ -67,13 +78,12 @@ def held_frame_anchors(store: FixedKVStore, adapter: VLMAdapter) -> tuple[torch.
 
 def reanchor_store(
     store: FixedKVStore, adapter: VLMAdapter, rotary: RotaryConfig, *, start: int, room: int, base_shift: int = 0
-) -> tuple[int, int]:
+) -> ReanchorResult:
     """Re-anchor every held frame of `store` (module doc). `base_shift`: how far the stream's video base
-    moves (passed to `VLMAdapter.position_shift`). Returns (the newest frame's shift, the largest position id
-    held afterwards); (0, -1) if no frame is held."""
+    moves (passed to `VLMAdapter.position_shift`)."""
     frames, old = held_frame_anchors(store, adapter)
     if frames.numel() == 0:
-        return 0, -1
+        return ReanchorResult(-1, 0, -1, -1)
     if bool((torch.diff(old) < 0).any()):
         raise RuntimeError("frame anchors are not in stream order; the position rule and the store disagree")
     new = plan_anchors(old, start, adapter.position_frame_stride, room)
@@ -94,4 +104,4 @@ def reanchor_store(
         new_keys[0, :, prefix:] = rotate_keys(keys[0, :, prefix:], stream, moved, rotary)
         store.reanchor(layer, new_keys, new_positions.to(torch.int32))
         largest = max(largest, int(moved.max()) if moved.numel() else -1)
-    return int(shift_of_frame[-1]), largest
+    return ReanchorResult(int(frames[-1]), int(shift_of_frame[-1]), int(new[-1]), largest)

@@ -278,12 +278,15 @@ class StreamingSession:
         stride = self.adapter.position_frame_stride
         room = self.position_limit - self._stream_start - self.reserve_tokens - 2 * stride
         base_shift = 0 if c.video_start is None else self._stream_start - c.video_start
-        shift, largest = reanchor_store(
+        moved = reanchor_store(
             self.store, self.adapter, self._rotary, start=self._stream_start, room=max(0, room), base_shift=base_shift
         )
-        c.next_position = max(c.next_position + shift, largest + 1)
+        if moved.newest_frame == c.next_frame_id - 1:  # the newest frame is held: the counter follows it
+            c.next_position = max(c.next_position + moved.newest_shift, moved.largest + 1)
+        else:  # the newest frames were all evicted (possible with uniform): no hole after the newest held one
+            c.next_position = max(moved.newest_anchor + stride, moved.largest + 1)
         if c.video_start is not None:  # the video now begins at the oldest held frame, right after the prefix
-            c.video_t_shift += shift - base_shift
+            c.video_t_shift += moved.newest_shift - base_shift
             c.video_start = self._stream_start
         c.reanchors += 1
 

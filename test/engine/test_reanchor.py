@@ -78,29 +78,33 @@ def test_plan_anchors_compacts_gaps_and_squeezes() -> None:
 
 
 class _PreRopeKeys:
-    """Captures every layer's pre-RoPE keys (k_proj output) per token id while a session streams."""
+    """Captures every layer's pre-RoPE keys per token id while a session streams: the k_proj output, or for
+    models that normalise keys before RoPE (Qwen3-VL's `k_norm`) that norm's output."""
 
     def __init__(self, session: StreamingSession) -> None:
         self.session = session
         self.keys: list[dict[int, torch.Tensor]] = [dict() for _ in _layers(session.adapter)]
         geometry = session.adapter.geometry
+        self.modules = []
         for i, layer in enumerate(_layers(session.adapter)):
-            layer.self_attn.k_proj.register_forward_hook(self._hook(i, geometry.num_kv_heads, geometry.head_dim))
+            module = getattr(layer.self_attn, "k_norm", None) or layer.self_attn.k_proj
+            module.register_forward_hook(self._hook(i, geometry.num_kv_heads, geometry.head_dim))
+            self.modules.append(module)
 
     def _hook(self, layer: int, heads: int, dim: int):
         def record(_module, _inputs, output):
             staged = self.session.store._staged
             if staged is None:
                 return
-            pre = output[0].detach().view(-1, heads, dim).transpose(0, 1)  # (H, n, D)
+            pre = output[0].detach().reshape(-1, heads, dim).transpose(0, 1)  # (H, n, D)
             for j, token in enumerate(staged[0].tolist()):
                 self.keys[layer][token] = pre[:, j].clone()
 
         return record
 
     def remove(self) -> None:
-        for layer in _layers(self.session.adapter):
-            layer.self_attn.k_proj._forward_hooks.clear()
+        for module in self.modules:
+            module._forward_hooks.clear()
 
 
 def _reference_store(session: StreamingSession, capture: _PreRopeKeys) -> FixedKVStore:
@@ -136,7 +140,7 @@ def _question_logits(session: StreamingSession, store: FixedKVStore) -> torch.Te
 
 @pytest.mark.parametrize("policy", ["infinipot", "uniform"])
 def test_rotated_session_equals_prefill_at_the_new_positions(adapter, make_frames, policy: str) -> None:
-    per_frame = adapter.tokens_per_frame
+    per_frame = adapter.tokens_per_frame + adapter.max_frame_text_tokens  # a frame with its text
     prefix = len(adapter.prefix_token_ids())
     config = SessionConfig(policy=policy, budget_tokens=prefix + 8 * per_frame, position_limit=None, **SMALL)
     probe = StreamingSession(adapter, config)
@@ -179,7 +183,7 @@ def test_rotated_session_equals_prefill_at_the_new_positions(adapter, make_frame
 
 
 def test_positions_stay_bounded_while_the_stream_crosses_the_limit_many_times(adapter, make_frames) -> None:
-    per_frame = adapter.tokens_per_frame
+    per_frame = adapter.tokens_per_frame + adapter.max_frame_text_tokens  # a frame with its text
     prefix = len(adapter.prefix_token_ids())
     budget = prefix + 8 * per_frame
     probe = StreamingSession(adapter, SessionConfig(budget_tokens=budget, **SMALL))
@@ -209,9 +213,46 @@ def test_positions_stay_bounded_while_the_stream_crosses_the_limit_many_times(ad
 
 def test_position_limit_default_and_validation(adapter) -> None:
     prefix = len(adapter.prefix_token_ids())
-    budget = prefix + 8 * adapter.tokens_per_frame
+    budget = prefix + 8 * (adapter.tokens_per_frame + adapter.max_frame_text_tokens)
     session = StreamingSession(adapter, SessionConfig(budget_tokens=budget, **SMALL))
     assert session.position_limit == int(POSITION_LIMIT_SHARE * adapter.max_position_embeddings)
     assert session.stats().position_limit == session.position_limit
     with pytest.raises(BudgetError, match="position_limit"):
         StreamingSession(adapter, SessionConfig(budget_tokens=budget, position_limit=prefix + 3, **SMALL))
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl"])
+def test_reanchored_video_layout_stays_one_video(name: str, make_frames, tiny_cache) -> None:
+    """Qwen2-VL's video layout after re-anchoring: every held token's h/w ids share ONE base (the first
+    position after the prompt), t keeps the frames' order, and later frames continue that video."""
+    from infinipot import load_adapter
+
+    adapter = load_adapter(f"builtin:{name}")
+    assert adapter.position_layout == "video"
+    rows, cols = adapter.frame_grid
+    prefix = len(adapter.prefix_token_ids())
+    config = SessionConfig(policy="infinipot", budget_tokens=prefix + 8 * adapter.tokens_per_frame, **SMALL)
+    probe = StreamingSession(adapter, config)
+    limit = probe._stream_start + 2 * 9 * adapter.position_frame_stride + max(rows, cols) + probe.reserve_tokens + 4
+    session = StreamingSession(adapter, SessionConfig(**{**config.as_dict(), "position_limit": limit}))
+    frames = make_frames(16, seed=7)
+    i = 0
+    while session.stats().reanchors < 3 and i < 4000:
+        session.add_frame(frames[i % len(frames)], stamp=0.5 * i)
+        i += 1
+    assert session.stats().reanchors >= 3
+    for layer in range(session.store.num_layers):
+        _, frame_id, patch = (m[:, session.store.prefix_length:].long() for m in session.store.metadata(layer))
+        ids = session.store.position_ids(layer)[..., session.store.prefix_length:].long()  # (H, 3, n)
+        h_base = ids[:, 1] - patch // cols
+        w_base = ids[:, 2] - patch % cols
+        newest = frame_id == frame_id.max()
+        # frames ingested since the last re-anchoring sit on the same base as the re-anchored ones
+        assert bool((h_base == session._counters.video_start).all()) and bool((w_base == h_base).all())
+        for head in range(frame_id.shape[0]):
+            order = torch.argsort(frame_id[head], stable=True)
+            t = ids[head, 0][order]
+            assert bool((torch.diff(t) >= 0).all())  # t never goes backwards along the stream
+        assert bool((ids[:, 0][newest] >= ids[:, 0][~newest].max()).all())
+    assert session._counters.video_start == session._stream_start
+    assert session.stats().next_position < limit
