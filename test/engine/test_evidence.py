@@ -33,7 +33,8 @@ def _stream(session: StreamingSession, frames, step: float = 0.5) -> None:
 def _reference_weights(session: StreamingSession, question: str) -> dict[int, float]:
     """Per-frame share of the first answer token's attention, from transformers' eager attention."""
     adapter, store = session.adapter, session.store
-    copy = FixedKVStore(store.num_layers, store.num_kv_heads, store.head_dim, None, dtype=store.dtype)
+    copy = FixedKVStore(store.num_layers, store.num_kv_heads, store.head_dim, None, dtype=store.dtype,
+                        position_rows=store.position_rows)
     copy.load_state_dict(store.state_dict())
     ids = torch.tensor(adapter.question_token_ids(question))
     positions, _ = adapter.text_positions(session.stats().next_position, len(ids))

@@ -15,7 +15,8 @@ QUESTION = "what colour was the first cube?"
 
 
 def _budget(adapter, frames: int) -> int:
-    return len(adapter.prefix_token_ids()) + frames * adapter.tokens_per_frame
+    """|M| for `frames` temporal frames with their frame text (timestamps, wrappers)."""
+    return len(adapter.prefix_token_ids()) + frames * (adapter.tokens_per_frame + adapter.max_frame_text_tokens)
 
 
 def _stream(session: StreamingSession, frames, start: float = 0.0) -> None:
