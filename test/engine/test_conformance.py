@@ -101,26 +101,42 @@ def qwen_stock_inputs(adapter, frames, fps: float, question: str = QUESTION):
 
 def stock_greedy(model, input_ids, kwargs, positions, steps: int, eos: set[int]) -> tuple[torch.Tensor, list[int]]:
     """The stock forward over the whole prompt into a DynamicCache, then greedy steps through the same
-    forward (each new token embedded by the model, one position after the last). Returns (first logits, ids)."""
+    forward (each new token embedded by the model). Returns (first logits, ids).
+
+    positions: the prompt's position ids, each new token one position after the last; None = the model
+    computes its own (SmolVLM: 1-D from the cache length; Qwen3-VL: its `get_rope_index` and, decoding, its
+    rope deltas)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
     ids: list[int] = []
     with torch.no_grad():
-        logits = model(input_ids=input_ids, position_ids=positions.unsqueeze(1), cache=cache, use_cache=True,
-                       **kwargs).logits[0, -1]
+        prompt_positions = {} if positions is None else {"position_ids": positions.unsqueeze(1)}
+        logits = model(input_ids=input_ids, cache=cache, use_cache=True, **prompt_positions, **kwargs).logits[0, -1]
         first = logits.clone()
-        position = int(positions[:, -1].max())
+        position = None if positions is None else int(positions[:, -1].max())
         for _ in range(steps):
             ids.append(int(torch.argmax(logits)))
             if ids[-1] in eos or len(ids) == steps:
                 break
-            position += 1
             embeds = model.get_input_embeddings()(torch.tensor([[ids[-1]]]))
-            pos = torch.full((3, 1, 1), position, dtype=torch.long) if positions.dim() == 2 and positions.shape[0] == 3 \
-                else torch.full((1, 1), position, dtype=torch.long)
-            logits = model(inputs_embeds=embeds, position_ids=pos, cache=cache, use_cache=True).logits[0, -1]
+            step_positions = {}
+            if position is not None:
+                position += 1
+                shape = (3, 1, 1) if positions.dim() == 2 and positions.shape[0] == 3 else (1, 1)
+                step_positions = {"position_ids": torch.full(shape, position, dtype=torch.long)}
+            logits = model(inputs_embeds=embeds, cache=cache, use_cache=True, **step_positions).logits[0, -1]
     return first, ids
+
+
+def assert_conformant(label: str, adapter, ours: torch.Tensor, text: str, our_ids: list[int],
+                      stock: torch.Tensor, stock_ids: list[int]) -> None:
+    """Same first-answer-token logits (REL_TOL relative), the same greedy ids and the same answer text."""
+    difference = relative_difference(ours, stock)
+    print(f"{label}: relative first-token logit difference {difference:.2e}")
+    assert difference <= REL_TOL
+    assert our_ids == stock_ids
+    assert text == adapter.decode([i for i in stock_ids if i not in adapter.eos_token_ids])
 
 
 QWEN_CASES = [
@@ -144,11 +160,7 @@ def test_qwen_stream_matches_stock_model(qwen_adapters, name, fps):
     ours, text, our_ids = stream_first_logits(adapter, frames, stamps)
     input_ids, kwargs, positions = qwen_stock_inputs(adapter, frames, fps)
     stock, stock_ids = stock_greedy(adapter.model, input_ids, kwargs, positions, ANSWER_TOKENS, set(adapter.eos_token_ids))
-    difference = relative_difference(ours, stock)
-    print(f"{name} @ {fps} fps: relative first-token logit difference {difference:.2e}")
-    assert difference <= REL_TOL
-    assert our_ids == stock_ids
-    assert text == adapter.decode([i for i in stock_ids if i not in adapter.eos_token_ids])
+    assert_conformant(f"{name} @ {fps} fps", adapter, ours, text, our_ids, stock, stock_ids)
 
 
 def test_qwen2_5_vl_sampling_rate_changes_the_layout(qwen_adapters):
@@ -255,13 +267,9 @@ def test_smolvlm_stream_matches_stock_model(tiny_cache):
     prompt = smolvlm_stock_prompt(adapter, [s - stamps[0] for s in stamps])
     input_ids = torch.tensor([adapter.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     assert adapter.tokenizer.unk_token_id not in input_ids[0].tolist()  # timestamps are real tokens
-    stock, stock_ids = stock_greedy_own_positions(adapter.model, input_ids, {"pixel_values": adapter.preprocess(frames)},
-                                                  ANSWER_TOKENS, set(adapter.eos_token_ids))
-    difference = relative_difference(ours, stock)
-    print(f"smolvlm: relative first-token logit difference {difference:.2e}")
-    assert difference <= REL_TOL
-    assert our_ids == stock_ids
-    assert text == adapter.decode([i for i in stock_ids if i not in adapter.eos_token_ids])
+    stock, stock_ids = stock_greedy(adapter.model, input_ids, {"pixel_values": adapter.preprocess(frames)}, None,
+                                     ANSWER_TOKENS, set(adapter.eos_token_ids))
+    assert_conformant("smolvlm", adapter, ours, text, our_ids, stock, stock_ids)
 
 
 # ------------------------------------------------------------------------------------------------ Qwen3-VL
@@ -288,25 +296,6 @@ def qwen3_stock_inputs(adapter, frames, stamps, question: str = QUESTION):
     return input_ids, kwargs
 
 
-def stock_greedy_own_positions(model, input_ids, kwargs, steps: int, eos: set[int]) -> tuple[torch.Tensor, list[int]]:
-    """The stock forward computing its own positions (SmolVLM: 1-D from the cache length; Qwen3-VL: its
-    `get_rope_index` and, decoding, its rope deltas) on its own cache, then greedy steps."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    ids: list[int] = []
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, cache=cache, use_cache=True, **kwargs).logits[0, -1]
-        first = logits.clone()
-        for _ in range(steps):
-            ids.append(int(torch.argmax(logits)))
-            if ids[-1] in eos or len(ids) == steps:
-                break
-            embeds = model.get_input_embeddings()(torch.tensor([[ids[-1]]]))
-            logits = model(inputs_embeds=embeds, cache=cache, use_cache=True).logits[0, -1]
-    return first, ids
-
-
 @pytest.mark.parametrize("fps", [2.0, 0.6])
 def test_qwen3_vl_stream_matches_stock_model(tiny_cache, fps):
     """8 temporal patches streamed patch by patch (time text, per-patch groups, interleaved M-RoPE, DeepStack
@@ -316,13 +305,8 @@ def test_qwen3_vl_stream_matches_stock_model(tiny_cache, fps):
     stamps = [3.0 + i / fps for i in range(len(frames))]
     ours, text, our_ids = stream_first_logits(adapter, frames, stamps)
     input_ids, kwargs = qwen3_stock_inputs(adapter, frames, stamps)
-    stock, stock_ids = stock_greedy_own_positions(adapter.model, input_ids, kwargs, ANSWER_TOKENS,
-                                                  set(adapter.eos_token_ids))
-    difference = relative_difference(ours, stock)
-    print(f"qwen3_vl @ {fps} fps: relative first-token logit difference {difference:.2e}")
-    assert difference <= REL_TOL
-    assert our_ids == stock_ids
-    assert text == adapter.decode([i for i in stock_ids if i not in adapter.eos_token_ids])
+    stock, stock_ids = stock_greedy(adapter.model, input_ids, kwargs, None, ANSWER_TOKENS, set(adapter.eos_token_ids))
+    assert_conformant(f"qwen3_vl @ {fps} fps", adapter, ours, text, our_ids, stock, stock_ids)
 
 
 def test_qwen3_vl_deepstack_matters(tiny_cache):
@@ -343,5 +327,5 @@ def test_qwen3_vl_deepstack_matters(tiny_cache):
     finally:
         del adapter.stream_block
     input_ids, kwargs = qwen3_stock_inputs(adapter, frames, stamps)
-    stock, _ = stock_greedy_own_positions(adapter.model, input_ids, kwargs, 1, set())
+    stock, _ = stock_greedy(adapter.model, input_ids, kwargs, None, 1, set())
     assert relative_difference(ours, stock) > 10 * REL_TOL
