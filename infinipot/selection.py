@@ -64,9 +64,11 @@ def recent_frame_count(memory_frames: int, recent_ratio: float) -> int:
     return max(1, math.floor(memory_frames * recent_ratio))
 
 
-def tar_share_tokens(budget: int, tar_share: float) -> int:
+def tar_share_tokens(budget: int | torch.Tensor, tar_share: float) -> int | torch.Tensor:
     """The primary (TaR) share of a budget b, recent tokens included: b − round((1 − α)·b), the authors'
-    rounding (Python's round, halves to even)."""
+    rounding (halves to even, as Python's round and torch.round both do); `budget` an int, or per head (H,)."""
+    if isinstance(budget, torch.Tensor):
+        return budget - torch.round((1.0 - tar_share) * budget.to(torch.float64)).to(budget.dtype)
     return int(budget) - round((1.0 - tar_share) * int(budget))
 
 
@@ -143,7 +145,8 @@ def _top_k_mask(scores: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor) -
 
 
 def _scores(ctx: ScoringContext, scorer, memo: dict | None) -> torch.Tensor:
-    """`scorer.score(ctx)`, computed once per `memo` (rule 6 runs rules 2-4 at several budgets)."""
+    """`scorer.score(ctx)`, computed once per `memo` (rule 6 runs rules 2-4 at several budgets, and
+    `compress_store` asks for one layer's rule-6 choice more than once)."""
     if memo is None:
         return scorer.score(ctx)
     if id(scorer) not in memo:
@@ -175,8 +178,8 @@ def _keep_mask(
     if policy.secondary is None:
         primary_k, secondary_k = left, torch.zeros_like(left)
     else:
-        if bool(recent.any()):  # rule 3: b - round((1 - alpha) b), per head (torch.round halves to even, as round)
-            share = budget_per_head - torch.round((1.0 - policy.tar_share) * budget_per_head.to(torch.float64)).long()
+        if bool(recent.any()):  # rule 3
+            share = tar_share_tokens(budget_per_head, policy.tar_share)
         else:  # no reference frame: TaR's share goes to the secondary (VaN)
             share = torch.zeros_like(budget_per_head)
         primary_k = (share - kept_recent).clamp(min=0)
@@ -190,12 +193,15 @@ def _keep_mask(
     return keep
 
 
-def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy, *, fill_to: int | None = None) -> torch.Tensor:
+def select_keep_indices(
+    ctx: ScoringContext, policy: CompressionPolicy, *, fill_to: int | None = None, memo: dict | None = None
+) -> torch.Tensor:
     """Slots to keep, (H, prefix_length + min(budget, n)) int64, ascending per head (module doc rules).
 
     With frame text the kept count may fall short of the budget by up to one frame's text and differ between
     heads; `fill_to` then sets the evictable count every head keeps, so that all layers agree
-    (`compress_store` passes the smallest count any layer's head reaches)."""
+    (`compress_store` passes the smallest count any layer's head reaches). `memo`: a dict kept for this `ctx`
+    across calls, so scores and the rule-6 choice are computed once."""
     heads, n = ctx.token_index.shape
     device = ctx.token_index.device
     budget = int(ctx.budget)
@@ -206,7 +212,7 @@ def select_keep_indices(ctx: ScoringContext, policy: CompressionPolicy, *, fill_
         return torch.arange(ctx.prefix_length + n, device=device).expand(heads, -1).clone()
     frame_text = (ctx.frame_id >= 0) & (ctx.patch_index < 0)
     if bool(frame_text.any()):
-        keep = _select_with_frame_text(ctx, policy, frame_text, fill_to)
+        keep = _select_with_frame_text(ctx, policy, frame_text, fill_to, memo)
     else:
         keep = _keep_mask(ctx, policy, budget, torch.zeros_like(frame_text))
     kept = keep.nonzero()[:, 1].view(heads, -1) + ctx.prefix_length  # row-major: ascending per head
@@ -222,19 +228,23 @@ def _frame_held(ctx: ScoringContext, keep: torch.Tensor, frame_text: torch.Tenso
     return (counts.gather(1, dense) > 0) & (ctx.frame_id >= 0)
 
 
-def frame_text_kept_count(ctx: ScoringContext, policy: CompressionPolicy) -> int:
+def frame_text_kept_count(ctx: ScoringContext, policy: CompressionPolicy, memo: dict | None = None) -> int:
     """The smallest per-head evictable count rule 6 keeps in this layer before its heads are evened out."""
     frame_text = (ctx.frame_id >= 0) & (ctx.patch_index < 0)
     if ctx.num_tokens <= ctx.budget or not bool(frame_text.any()):
         return min(ctx.num_tokens, int(ctx.budget))
-    return int(_choose_with_frame_text(ctx, policy, frame_text).sum(1).min())
+    return int(_choose_with_frame_text(ctx, policy, frame_text, memo).sum(1).min())
 
 
-def _choose_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor) -> torch.Tensor:
+def _choose_with_frame_text(
+    ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor, memo: dict | None = None
+) -> torch.Tensor:
     """Rule 6 before evening out: per head, rules 2-4 at the largest visual budget b[h] whose tokens plus the
-    text of their frames fit the budget."""
+    text of their frames fit the budget. Kept in `memo` (do not modify the returned mask)."""
+    memo = {} if memo is None else memo
+    if "frame_text_choice" in memo:
+        return memo["frame_text_choice"]
     budget = int(ctx.budget)
-    memo: dict = {}
 
     def choose(visual_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keep = _keep_mask(ctx, policy, visual_b, frame_text, memo)
@@ -254,16 +264,21 @@ def _choose_with_frame_text(ctx: ScoringContext, policy: CompressionPolicy, fram
         totals = torch.where(fits, more_totals, totals)
         visual_b = visual_b + fits.to(torch.int64)
         growing = fits & (visual_b < budget)
+    memo["frame_text_choice"] = keep
     return keep
 
 
 def _select_with_frame_text(
-    ctx: ScoringContext, policy: CompressionPolicy, frame_text: torch.Tensor, fill_to: int | None = None
+    ctx: ScoringContext,
+    policy: CompressionPolicy,
+    frame_text: torch.Tensor,
+    fill_to: int | None = None,
+    memo: dict | None = None,
 ) -> torch.Tensor:
     """Rule 6: `_choose_with_frame_text`, then heads (and, through `fill_to`, layers) are evened out to the
     smallest count: a head above it gives up its lowest-rated slots (by the policy's last scorer; protected
     recent tokens last) with `_shrink_head`, so a frame's text still goes exactly with its last visual token."""
-    keep = _choose_with_frame_text(ctx, policy, frame_text)
+    keep = _choose_with_frame_text(ctx, policy, frame_text, memo)
     totals = keep.sum(1)
     target = int(totals.min()) if fill_to is None else int(fill_to)
     if not 0 <= target <= int(totals.min()):
@@ -272,7 +287,7 @@ def _select_with_frame_text(
     if not any(excess):
         return keep
     scorer = policy.secondary if policy.secondary is not None else policy.primary
-    scores = scorer.score(ctx).double().nan_to_num(nan=-math.inf)
+    scores = _scores(ctx, scorer, memo).double().nan_to_num(nan=-math.inf)
     keep = keep.clone()
     for head, extra in enumerate(excess):
         if extra:
@@ -357,10 +372,11 @@ def compress_store(
         ]
         # Frame text (rule 6) lets heads and layers differ in count; all must keep one length. A head that
         # cannot shrink to exactly that count (its frames' text comes in lumps) lowers it for everyone.
-        fill = min(frame_text_kept_count(ctx, policy) for ctx in contexts)
+        memos: list[dict] = [{} for _ in contexts]  # one layer's scores and rule-6 choice, computed once
+        fill = min(frame_text_kept_count(ctx, policy, memo) for ctx, memo in zip(contexts, memos))
         while True:
             try:
-                keeps = [select_keep_indices(ctx, policy, fill_to=fill) for ctx in contexts]
+                keeps = [select_keep_indices(ctx, policy, fill_to=fill, memo=memo) for ctx, memo in zip(contexts, memos)]
                 break
             except BudgetError:
                 if fill == 0:
