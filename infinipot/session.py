@@ -192,6 +192,17 @@ class _Counters:
     # temporal frame id -> (stamp of its first raw frame, stamp of its last), only for frames still held
     frame_stamps: dict[int, tuple[float, float]] = field(default_factory=dict)
 
+    def scalars(self) -> dict[str, object]:
+        """Every counter but the frame stamps, by name (the checkpoint's `counters`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "frame_stamps"}
+
+    @classmethod
+    def restored(cls, scalars: dict[str, object], frame_stamps: dict[int, tuple[float, float]]) -> "_Counters":
+        """Counters from `scalars` (see `scalars`) and a copy of `frame_stamps`."""
+        counters = cls(**scalars)  # type: ignore[arg-type]
+        counters.frame_stamps = dict(frame_stamps)
+        return counters
+
 
 class StreamingSession:
     """Streams frames from one camera into one adapter's model under a fixed KV budget."""
@@ -572,12 +583,15 @@ class StreamingSession:
         new = StreamingSession(self.adapter, config)
         if new.budget is not None and self.store.length > new.budget.threshold_tokens:
             self._compress(new.policy, new.budget.target_tokens)
-        new.store.load_state_dict(self.store.state_dict())
-        counters = _Counters(**{f.name: getattr(self._counters, f.name) for f in fields(_Counters)})
-        counters.frame_stamps = dict(self._counters.frame_stamps)
-        new._counters = counters
-        new._pending = list(self._pending)
+        new._adopt(self.store.state_dict(), _Counters.restored(self._counters.scalars(), self._counters.frame_stamps),
+                   self._pending)
         return new
+
+    def _adopt(self, store_state: dict, counters: _Counters, pending: list[tuple[np.ndarray, float]]) -> None:
+        """Take over a memory (a store state, its counters and pending frames) from a checkpoint or a session."""
+        self.store.load_state_dict(store_state)
+        self._counters = counters
+        self._pending = list(pending)
 
     def checkpoint(self) -> SessionCheckpoint:
         """The session's whole state as a `SessionCheckpoint` of copies (safe to write from another thread
@@ -597,12 +611,11 @@ class StreamingSession:
 def make_checkpoint(session: StreamingSession) -> SessionCheckpoint:
     """`session`'s state in the checkpoint format of infinipot/persistence.py (tensors copied to the CPU)."""
     counters = session._counters
-    scalar = {f.name: getattr(counters, f.name) for f in fields(_Counters) if f.name != "frame_stamps"}
     return SessionCheckpoint(
         fingerprint=session.adapter.fingerprint(),
         config=session.config.as_dict(),
         store=session.store.state_dict(),
-        counters=scalar,
+        counters=counters.scalars(),
         frame_stamps=dict(counters.frame_stamps),
         pending=list(session._pending),  # frames are copied on add_frame and never written to again
         model_name=str(getattr(session.adapter, "name", "") or ""),
@@ -620,9 +633,5 @@ def load_session(path: str | Path, adapter: VLMAdapter) -> StreamingSession:
     known = {f.name for f in fields(SessionConfig)}
     config = SessionConfig(**{k: v for k, v in checkpoint.config.items() if k in known})
     session = StreamingSession(adapter, config)
-    session.store.load_state_dict(checkpoint.store)
-    counters = _Counters(**checkpoint.counters)
-    counters.frame_stamps = dict(checkpoint.frame_stamps)
-    session._counters = counters
-    session._pending = list(checkpoint.pending)
+    session._adopt(checkpoint.store, _Counters.restored(checkpoint.counters, checkpoint.frame_stamps), checkpoint.pending)
     return session

@@ -345,10 +345,7 @@ class InferenceWorker:
         t_start = time.monotonic()
         self._current = req
         try:
-            if req.max_evidence is None:
-                ans = session.ask(req.question, max_new_tokens=req.max_new_tokens)
-            else:
-                ans = session.ask(req.question, max_new_tokens=req.max_new_tokens, max_evidence=req.max_evidence)
+            ans = session.ask(req.question, max_new_tokens=req.max_new_tokens, max_evidence=req.max_evidence)
         except InfiniPotError as err:  # a question the engine refuses (too long, no frames yet, ...)
             req.fail(str(err))
             with self._lock:
@@ -372,7 +369,7 @@ class InferenceWorker:
                 latency_s=done - req.received,
                 ttft_s=(t_start - req.received) + float(ans.ttft_s),
                 tokens_used=int(ans.tokens_used),
-                evidence=[(float(e.start), float(e.weight)) for e in getattr(ans, "evidence", ())],
+                evidence=[(float(e.start), float(e.weight)) for e in ans.evidence],
             )
         )
         with self._lock:
